@@ -1,0 +1,139 @@
+"""The experiment spec: what to tune, over which space, against which SLA, with which budget.
+
+It comes from a YAML file (see experiments/) and command-line flags override it. pydantic
+validates it; a bad field gives one line that names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tuner.errors import TunerError
+
+_KNOWN_STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Space(_Strict):
+    """The values each knob may take. One value pins the knob."""
+
+    instances: list[int] = Field([1, 2, 3], description="model instances (instance_group count)")
+    max_batch_size: list[int] = Field([1, 2, 4, 8, 16, 32], description="Triton max_batch_size")
+    dynamic_batching: list[bool] = [False, True]
+    max_queue_delay_us: list[int] = Field([0, 100, 500, 2000], description="dynamic batcher queue delay")
+    preferred_batch: list[bool] = Field([False, True], description="prefer batches of max_batch_size")
+    threads: list[int] = Field([0, 1, 2], description="runtime intra-op threads per instance; 0 = runtime default")
+    warmup: list[bool] = [False, True]
+    concurrency: list[int] = Field([1, 2, 4, 8, 16, 32], description="perf_analyzer concurrent requests")
+
+    @field_validator("*")
+    @classmethod
+    def _non_empty(cls, values: list) -> list:
+        if not values:
+            raise ValueError("must list at least one value")
+        return values
+
+    @field_validator("instances", "max_batch_size", "concurrency")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v < 1 for v in values):
+            raise ValueError("values must be >= 1")
+        return values
+
+    @field_validator("threads", "max_queue_delay_us")
+    @classmethod
+    def _non_negative(cls, values: list[int]) -> list[int]:
+        if any(v < 0 for v in values):
+            raise ValueError("values must be >= 0")
+        return values
+
+
+class MeasureSpec(_Strict):
+    """perf_analyzer settings: each trial measures windows until stable (or max_windows)."""
+
+    interval_ms: int = Field(1000, ge=100, description="length of one measurement window")
+    stability_percent: float = Field(20.0, gt=0, description="three windows agree within this much")
+    max_windows: int = Field(6, ge=3, description="give up on stability after this many windows")
+    timeout_s: float = Field(180.0, gt=0, description="kill perf_analyzer after this long")
+    samples: int = Field(8, ge=1, description="distinct sample inputs fed to perf_analyzer")
+
+
+class ServerSpec(_Strict):
+    launch: Literal["local"] = "local"
+    startup_timeout_s: float = Field(60.0, gt=0)
+    load_timeout_s: float = Field(180.0, gt=0)
+
+
+class Experiment(_Strict):
+    model: str = Field(description="zoo name (wenet), an .onnx file, or a Triton model directory")
+    study: str | None = Field(None, description="study name; defaults to the model's name")
+    storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///<results_dir>/tuner.db")
+    results_dir: Path = Path("results")
+    trials: int = Field(20, ge=1, description="total trials in the study (a resumed study counts its old ones)")
+    timeout_s: float | None = Field(None, gt=0, description="stop starting new trials after this many seconds")
+    max_p99_ms: float | None = Field(None, gt=0, description="SLA: p99 latency limit in milliseconds")
+    seed: int | None = 0
+    baseline_concurrency: list[int] = Field([1, 4], description="concurrencies at which Triton's default config is measured first")
+    space: Space = Space()
+    measure: MeasureSpec = MeasureSpec()
+    server: ServerSpec = ServerSpec()
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage(cls, url: str | None) -> str | None:
+        if url is not None and not url.split(":", 1)[0].split("+", 1)[0] in _KNOWN_STORAGE_SCHEMES:
+            raise ValueError(f"must be an SQLAlchemy URL starting with one of {', '.join(s + '://' for s in _KNOWN_STORAGE_SCHEMES)}")
+        return url
+
+    @field_validator("study")
+    @classmethod
+    def _study_name(cls, name: str | None) -> str | None:
+        if name is not None and not name.strip():
+            raise ValueError("must not be empty")
+        return name
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{self.results_dir / 'tuner.db'}"
+
+
+def _one_line(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        problems.append(f"{where}: {err['msg']}")
+    return f"invalid experiment ({source}): " + "; ".join(problems)
+
+
+def build(fields: dict, source: str = "command line") -> Experiment:
+    try:
+        return Experiment.model_validate(fields)
+    except ValidationError as exc:
+        raise TunerError(_one_line(exc, source)) from None
+
+
+def load(path: Path | None, overrides: dict) -> Experiment:
+    """Read an experiment file (if any) and apply the non-None command-line overrides."""
+    fields: dict = {}
+    source = "command line"
+    if path is not None:
+        if not path.is_file():
+            raise TunerError(f"experiment file {path} does not exist; see experiments/ for examples")
+        try:
+            fields = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise TunerError(f"experiment file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+        if not isinstance(fields, dict):
+            raise TunerError(f"experiment file {path} must hold a mapping of fields, not {type(fields).__name__}")
+        source = str(path)
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    if "model" not in fields:
+        raise TunerError("no model given: pass --model (wenet, a .onnx file or a Triton model directory)")
+    return build(fields, source)

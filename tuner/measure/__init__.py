@@ -1,0 +1,1 @@
+"""Measuring a deployed candidate under load."""

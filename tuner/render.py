@@ -1,0 +1,68 @@
+"""Candidate -> config.pbtxt through jinja2 templates, parsed back through Triton's ModelConfig
+protobuf so an invalid config is caught before the server sees it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from tuner.errors import TrialError
+from tuner.signature import Signature, Tensor
+from tuner.space import Candidate
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+)
+
+
+@dataclass(frozen=True)
+class Warmup:
+    batch_size: int
+    inputs: tuple[Tensor, ...]  # dims are the concrete per-sample shape of the warmup file
+
+
+def warmups_for(candidate: Candidate, signature: Signature, sample: dict) -> list[Warmup]:
+    """Warm up at the batch sizes that matter: a single request and a full batch."""
+    inputs = tuple(
+        Tensor(t.name, t.triton_type, t.numpy_type, tuple(sample[t.name].shape) or (1,)) for t in signature.inputs
+    )
+    sizes = sorted({1, max(candidate.max_batch_size, 1)})
+    return [Warmup(b, inputs) for b in sizes]
+
+
+def render(form: str, name: str, signature: Signature, candidate: Candidate, sample: dict,
+           ragged_outputs: dict[str, str] | None = None) -> str:
+    """The config.pbtxt text of a candidate; `form` is "adapter" (python backend) or "native"."""
+    template = _env.get_template(f"{candidate.backend}.{form}.pbtxt.j2")
+    text = template.render(
+        name=name,
+        signature=signature,
+        c=candidate,
+        warmups=warmups_for(candidate, signature, sample),
+        adapter_parameters={
+            "onnx_file": "model.onnx",
+            "intra_op_threads": str(candidate.threads),
+            "ragged_outputs": json.dumps(ragged_outputs or {}),
+        },
+        native_parameters={"intra_op_thread_count": str(candidate.threads)} if candidate.threads else {},
+    )
+    parse(text)  # fail here, with the template's fault, rather than inside the server
+    return "\n".join(line for line in text.splitlines() if line.strip()) + "\n"
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise TrialError(f"rendered config.pbtxt is not a valid Triton ModelConfig: {exc}") from None
+
+
+def to_json(text: str) -> str:
+    """The JSON form Triton's load API takes as a config override."""
+    return json_format.MessageToJson(parse(text), preserving_proto_field_name=True, indent=None)

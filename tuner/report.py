@@ -1,0 +1,120 @@
+"""What the terminal shows: live progress while searching, and the results table."""
+
+from __future__ import annotations
+
+import sys
+
+import optuna
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tuner import results
+from tuner.space import Candidate
+
+# Logs and CI pipes get a wide console instead of rich's 80-column default for non-terminals.
+console = Console() if sys.stdout.isatty() else Console(width=180)
+
+
+def describe(c: dict | Candidate) -> str:
+    c = c if isinstance(c, dict) else c.as_dict()
+    batching = "off"
+    if c.get("dynamic_batching"):
+        batching = f"on/{c['max_queue_delay_us']}us" + ("/pref" if c.get("preferred_batch") else "")
+    return (f"{c['backend']}/{c['precision']} x{c['instances']} mbs={c['max_batch_size']} db={batching} "
+            f"thr={c['threads']} warm={'y' if c['warmup'] else 'n'} conc={c['concurrency']}")
+
+
+class RichReporter:
+    """Progress bar with the best trial so far, and one line per finished trial."""
+
+    def __init__(self, max_p99_ms: float | None):
+        self.max_p99_ms = max_p99_ms
+        self.progress = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
+        self.task = None
+        self.best: tuple[float, float, int] | None = None  # throughput, p99, trial number
+
+    def search_started(self, study: optuna.Study, total: int, done: int) -> None:
+        if done:
+            console.print(f"resuming study [bold]{study.study_name}[/]: {done} of {total} trials already done")
+        if done >= total:
+            return
+        self.progress.start()
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            self._note(trial)
+        self.task = self.progress.add_task(self._best_text(), total=total, completed=done)
+
+    def trial_started(self, number: int, candidate: Candidate) -> None:
+        console.print(f"[dim]trial {number}: {describe(candidate)}[/]")
+
+    def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None:
+        attrs = trial.user_attrs
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            m = attrs["measurement"]
+            timing = (f"repeat of trial {attrs['repeat_of']}" if "repeat_of" in attrs
+                      else f"load {attrs['load_s']:.1f} s, measure {attrs['measure_s']:.1f} s")
+            ok = "" if not self.max_p99_ms or m["p99_ms"] <= self.max_p99_ms else " [yellow](over SLA)[/]"
+            console.print(f"  -> {m['throughput']:.1f} infer/s, p99 {m['p99_ms']:.1f} ms{ok}  [dim]({timing})[/]")
+        else:
+            console.print(f"  -> [red]{trial.state.name}[/]: {attrs.get('error', 'no reason recorded')}")
+        self._note(trial)
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, description=self._best_text())
+
+    def _note(self, trial: optuna.trial.FrozenTrial) -> None:
+        m = trial.user_attrs.get("measurement")
+        if trial.state != optuna.trial.TrialState.COMPLETE or not m:
+            return
+        if self.max_p99_ms and m["p99_ms"] > self.max_p99_ms:
+            return
+        if self.best is None or m["throughput"] > self.best[0]:
+            self.best = (m["throughput"], m["p99_ms"], trial.number)
+
+    def _best_text(self) -> str:
+        if self.best is None:
+            return "best: none yet" + (" under the SLA" if self.max_p99_ms else "")
+        throughput, p99, number = self.best
+        return f"best: {throughput:.1f} infer/s, p99 {p99:.1f} ms (trial {number})"
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+            self.task = None
+
+
+def results_table(frame: pd.DataFrame, max_p99_ms: float | None, limit: int = 15) -> Table:
+    done = results.completed(frame).sort_values("throughput", ascending=False)
+    if max_p99_ms:
+        done = done.assign(ok=done.p99_ms <= max_p99_ms).sort_values(["ok", "throughput"], ascending=False)
+    table = Table(title=f"Best trials{f' (SLA p99 <= {max_p99_ms} ms)' if max_p99_ms else ''}")
+    for col in ("trial", "config", "infer/s", "p50 ms", "p99 ms", "queue ms", "infer ms", "load s", "first ms", "SLA"):
+        table.add_column(col, justify="left" if col == "config" else "right")
+    for _, r in done.head(limit).iterrows():
+        sla = "-" if not max_p99_ms else ("ok" if r.p99_ms <= max_p99_ms else "over")
+        label = describe(r.to_dict()) + (" [dim](default)[/]" if r.baseline else "")
+        load = "-" if pd.isna(r.load_s) else f"{r.load_s:.1f}"
+        first = "-" if pd.isna(r.first_request_ms) else f"{r.first_request_ms:.0f}"
+        table.add_row(str(r.number), label, f"{r.throughput:.1f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+                      f"{r.queue_ms:.1f}", f"{r.compute_infer_ms:.1f}", load, first, sla)
+    return table
+
+
+def summary(frame: pd.DataFrame, max_p99_ms: float | None) -> str:
+    """Tuned against Triton's default config, under the SLA when there is one."""
+    tuned = results.best(frame, max_p99_ms)
+    default = results.best(frame, max_p99_ms, baseline=True)
+    failed = int((frame.state == "FAIL").sum())
+    lines = [f"{len(frame)} trials: {len(results.completed(frame))} completed, {failed} failed"]
+    if tuned is None:
+        lines.append("no completed trial meets the SLA" if max_p99_ms else "no completed trial")
+        return "\n".join(lines)
+    lines.append(f"tuned:   trial {tuned.number}: {tuned.throughput:.1f} infer/s, p99 {tuned.p99_ms:.1f} ms  "
+                 f"({describe(tuned.to_dict())})")
+    if default is not None:
+        lines.append(f"default: trial {default.number}: {default.throughput:.1f} infer/s, p99 {default.p99_ms:.1f} ms")
+        lines.append(f"tuned / default throughput: {tuned.throughput / default.throughput:.2f}x")
+    else:
+        lines.append("default: no default-config trial " + ("meets the SLA" if max_p99_ms else "completed"))
+    return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""The Optuna loop: ask for a candidate, deploy it, measure it, tell the study.
+
+Every trial stores everything needed to read it back without this process: its candidate,
+rendered config, measurement, timings, the perf_analyzer command, and on failure the reason.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import optuna
+
+from tuner import client, model_source
+from tuner.errors import TrialError, TunerError
+from tuner.experiment import Experiment
+from tuner.measure import perf_analyzer
+from tuner.model_source import ModelSource
+from tuner.render import TEMPLATES, render
+from tuner.server import ModelPackage, Server
+from tuner.server.local import LocalServer
+from tuner.space import Candidate, suggest, triton_default_params, widen_for_baseline
+
+ADAPTER_MODEL_PY = TEMPLATES / "python" / "onnxruntime_model.py"
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+
+
+class Reporter(Protocol):
+    def search_started(self, study: optuna.Study, total: int, done: int) -> None: ...
+    def trial_started(self, number: int, candidate: Candidate) -> None: ...
+    def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None: ...
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Files of one study: the model repository the server reads, logs, load inputs."""
+
+    root: Path
+
+    @property
+    def repository(self) -> Path:
+        return self.root / "repository"
+
+    @property
+    def server_log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def input_data(self) -> Path:
+        return self.root / "perf_inputs.json"
+
+    @property
+    def warmup_dir(self) -> Path:
+        return self.root / "warmup"
+
+    def csv(self, number: int) -> Path:
+        return self.root / "perf" / f"trial_{number:04d}.csv"
+
+
+def open_study(exp: Experiment, study_name: str, create: bool = True) -> optuna.Study:
+    """Open (or create) the study; storage problems become one clear line."""
+    url = exp.storage_url
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    sampler = optuna.samplers.TPESampler(
+        seed=exp.seed,
+        multivariate=True,
+        group=True,  # the batching knobs exist only when dynamic batching is on
+        n_startup_trials=max(3, min(10, exp.trials // 3)),
+    )
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        if create:
+            return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
+                                       directions=["maximize", "minimize"], load_if_exists=True)
+        return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+    except KeyError:
+        raise TunerError(f"no study named {study_name!r} in {url}; `tuner search` creates it") from None
+    except Exception as exc:  # sqlalchemy errors: bad URL, missing driver, unreachable database
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TunerError(f"cannot open study storage {url!r}: {first}") from None
+
+
+def _package(source: ModelSource, ws: Workspace, config: str) -> ModelPackage:
+    files = {"1/model.onnx": source.onnx_path, "1/model.py": ADAPTER_MODEL_PY}
+    files |= {f"warmup/{f.name}": f for f in ws.warmup_dir.iterdir()}
+    return ModelPackage(source.name, config, files)
+
+
+def load_samples(source: ModelSource, exp: Experiment) -> list[dict[str, np.ndarray]]:
+    """The study's fixed sample inputs (seeded): perf_analyzer's data; the first one warms up."""
+    return source.sample_inputs(np.random.default_rng(exp.seed or 0), exp.measure.samples)
+
+
+def _prepare(source: ModelSource, ws: Workspace, exp: Experiment) -> dict[str, np.ndarray]:
+    """Write the load inputs and warmup files; return the sample used for warmup and cold start."""
+    samples = load_samples(source, exp)
+    perf_analyzer.write_input_data(ws.input_data, source.signature, samples)
+    ws.warmup_dir.mkdir(parents=True, exist_ok=True)
+    first = samples[0]
+    for name, value in first.items():
+        (ws.warmup_dir / name).write_bytes(np.ascontiguousarray(value).tobytes())
+    return first
+
+
+def _same_params(study: optuna.Study, params: dict) -> optuna.trial.FrozenTrial | None:
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.params == params and "measurement" in t.user_attrs:
+            return t
+    return None
+
+
+class Objective:
+    """Measures one candidate per call on the running server."""
+
+    def __init__(self, exp: Experiment, source: ModelSource, server: Server, ws: Workspace,
+                 sample: dict[str, np.ndarray], reporter: Reporter):
+        self.exp, self.source, self.server, self.ws = exp, source, server, ws
+        self.sample, self.reporter = sample, reporter
+        self.space = widen_for_baseline(exp.space, exp.baseline_concurrency, source.signature.batched)
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        candidate = suggest(trial, self.space, self.source.signature.batched)
+        trial.set_user_attr("candidate", candidate.as_dict())
+        self.reporter.trial_started(trial.number, candidate)
+        previous = _same_params(trial.study, trial.params)
+        if previous is not None:
+            # Same deployment and load as an earlier trial: reuse its measurement instead of
+            # spending minutes on it again; the trial says where its figures come from.
+            for key in ("measurement", "config_pbtxt", "perf_analyzer_cmd"):
+                if key in previous.user_attrs:
+                    trial.set_user_attr(key, previous.user_attrs[key])
+            trial.set_user_attr("repeat_of", previous.number)
+            self._constrain(trial, previous.values[1])
+            return tuple(previous.values)
+        try:
+            return self._measure(trial, candidate)
+        except TrialError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise
+
+    def _measure(self, trial: optuna.Trial, candidate: Candidate) -> tuple[float, float]:
+        if not self.server.is_alive():
+            trial.set_user_attr("server_restarted", True)
+            self.server.start()
+        name, sig = self.source.name, self.source.signature
+        config = render("adapter", name, sig, candidate, self.sample, self.source.ragged_outputs)
+        trial.set_user_attr("config_pbtxt", config)
+
+        started = time.monotonic()
+        self.server.load(_package(self.source, self.ws, config))
+        loaded = time.monotonic()
+        try:
+            client.infer(self.server.grpc_url, name, sig, self.sample, batched=sig.batched)
+        except Exception as exc:
+            raise TrialError(f"first request failed: {exc}".splitlines()[0]) from None
+        first_done = time.monotonic()
+        trial.set_user_attr("load_s", round(loaded - started, 3))
+        trial.set_user_attr("first_request_ms", round((first_done - loaded) * 1000, 2))
+
+        csv_path = self.ws.csv(trial.number)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        spec = self.exp.measure
+        cmd = perf_analyzer.command(name, self.server.grpc_url, candidate.concurrency, spec, csv_path,
+                                    self.ws.input_data)
+        trial.set_user_attr("perf_analyzer_cmd", perf_analyzer.as_shell(cmd))
+        try:
+            measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)
+        except perf_analyzer.UnstableMeasurement:
+            # Keep the candidate rather than lose it to noise: three more windows, no stability
+            # requirement, and the trial is flagged so the figures are read with care.
+            loose = spec.model_copy(update={"stability_percent": 1000.0, "max_windows": 3})
+            cmd = perf_analyzer.command(name, self.server.grpc_url, candidate.concurrency, loose, csv_path,
+                                        self.ws.input_data)
+            measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)
+            trial.set_user_attr("unstable", True)
+        trial.set_user_attr("measure_s", round(time.monotonic() - first_done, 3))
+        trial.set_user_attr("measurement", measurement.as_dict())
+        self._constrain(trial, measurement.p99_ms)
+        return measurement.throughput, measurement.p99_ms
+
+    def _constrain(self, trial: optuna.Trial, p99_ms: float) -> None:
+        """The SLA as an Optuna constraint (feasible when <= 0), so the sampler steers toward it."""
+        if self.exp.max_p99_ms:
+            trial.set_constraint("p99_over_sla_ms", p99_ms - self.exp.max_p99_ms)
+
+
+def enqueue_baseline(study: optuna.Study, exp: Experiment, batched: bool) -> None:
+    """Triton's default config goes first, at each baseline concurrency: the bar to beat."""
+    for concurrency in exp.baseline_concurrency:
+        study.enqueue_trial(triton_default_params(concurrency, batched), user_attrs={"baseline": True},
+                            skip_if_exists=True)
+
+
+def run(exp: Experiment, reporter: Reporter) -> optuna.Study:
+    """Search until the study holds `exp.trials` finished trials (or the timeout)."""
+    source = model_source.resolve(exp.model, exp.results_dir / "cache")
+    study_name = exp.study or source.name
+    study = open_study(exp, study_name)
+    optuna.storages.fail_stale_trials(study)  # trials of a killed search: failed, not lost
+    study.set_user_attr("model", exp.model)
+    study.set_user_attr("model_name", source.name)
+    study.set_user_attr("max_p99_ms", exp.max_p99_ms)
+    study.set_user_attr("experiment", exp.model_dump(mode="json"))
+    if not study.trials:
+        enqueue_baseline(study, exp, source.signature.batched)
+    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    remaining = exp.trials - done
+    reporter.search_started(study, exp.trials, done)
+    if remaining <= 0:
+        return study
+
+    ws = Workspace(exp.results_dir / study_name)
+    sample = _prepare(source, ws, exp)
+    server = LocalServer(ws.repository, ws.server_log, exp.server.startup_timeout_s, exp.server.load_timeout_s)
+    # Failed trials are reported by the reporter with their reason; Optuna would add a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with server.start():
+        objective = Objective(exp, source, server, ws, sample, reporter)
+        study.optimize(objective, n_trials=remaining, timeout=exp.timeout_s, catch=(TrialError,),
+                       callbacks=[lambda _s, t: reporter.trial_finished(t)])
+    return study

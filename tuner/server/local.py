@@ -1,0 +1,148 @@
+"""A tritonserver process on this machine, one per search, in explicit model-control mode.
+
+It binds 127.0.0.1 on free ports, keeps its log beside the study, and is stopped (with its
+python-backend stub processes, which share its process group) on success, error and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tuner import tools
+from tuner.errors import TrialError, TunerError
+from tuner.render import to_json
+from tuner.server import ModelPackage
+from tuner.server.repository import stage
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class LocalServer:
+    def __init__(self, repository: Path, log_path: Path, startup_timeout_s: float = 60.0,
+                 load_timeout_s: float = 180.0):
+        self.repository = repository
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self.load_timeout_s = load_timeout_s
+        self.process: subprocess.Popen | None = None
+        self.http_port = self.grpc_port = self.metrics_port = 0
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> "LocalServer":
+        binary = tools.require_tritonserver()
+        self.repository.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        cmd = [
+            str(binary),
+            f"--model-repository={self.repository}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={tools.backend_directory(binary)}",
+            "--http-address=127.0.0.1", f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
+            "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true", "--allow-cpu-metrics=true",
+            "--exit-on-error=false", "--log-verbose=0",
+        ]
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n# {' '.join(cmd)}\n".encode())
+            log.flush()
+            # Own process group: stopping it also stops the python-backend stubs.
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                            env=tools.server_env(), start_new_session=True)
+        self._wait_live()
+        return self
+
+    def _client(self, timeout: float = 10.0) -> httpclient.InferenceServerClient:
+        return httpclient.InferenceServerClient(self.http_url, connection_timeout=timeout, network_timeout=timeout)
+
+    def _wait_live(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TunerError(f"tritonserver exited with code {self.process.returncode} at start; "
+                                 f"its log {self.log_path} ends with:\n{log_tail(self.log_path)}")
+            try:
+                if self._client(2.0).is_server_live():
+                    return
+            except Exception:  # connection refused while it starts
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TunerError(f"tritonserver was not live after {self.startup_timeout_s:.0f} s; see {self.log_path}")
+
+    def metadata(self) -> dict:
+        return self._client().get_server_metadata()
+
+    def is_alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def load(self, package: ModelPackage) -> None:
+        stage(self.repository, package)
+        try:
+            self._client(self.load_timeout_s).load_model(package.name, config=to_json(package.config_pbtxt))
+        except InferenceServerException as exc:
+            raise TrialError(f"tritonserver refused to load the candidate: {exc.message()}") from None
+        except Exception as exc:  # timeouts, broken connection when the server dies mid-load
+            raise TrialError(f"loading the candidate failed: {type(exc).__name__}: {exc}") from None
+
+    def unload(self, name: str) -> None:
+        try:
+            self._client().unload_model(name)
+        except Exception:  # unloading a model that failed to load is not an error worth reporting
+            pass
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        # Stubs can outlive the server by a moment; they are in its group.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process = None
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

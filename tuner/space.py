@@ -1,0 +1,75 @@
+"""The search space: Optuna suggestions -> Candidate, a frozen description of one deployment."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import optuna
+
+from tuner.experiment import Space
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One Triton deployment of the model plus the client load it is measured under."""
+
+    instances: int
+    max_batch_size: int  # 0 = the model is not batched (Triton does not own the first dim)
+    dynamic_batching: bool
+    max_queue_delay_us: int
+    preferred_batch: bool  # ask the dynamic batcher for batches of max_batch_size
+    threads: int  # runtime intra-op threads per instance; 0 = runtime default
+    warmup: bool
+    concurrency: int
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    kind: str = "KIND_CPU"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def preferred_batch_sizes(self) -> list[int]:
+        return [self.max_batch_size] if self.dynamic_batching and self.preferred_batch else []
+
+
+def suggest(trial: optuna.Trial, space: Space, batched: bool = True) -> Candidate:
+    """Ask the trial for one value per knob; batching knobs only where they mean something."""
+    pick = trial.suggest_categorical
+    max_batch = pick("max_batch_size", space.max_batch_size) if batched else 0
+    dynamic = batched and pick("dynamic_batching", space.dynamic_batching)
+    return Candidate(
+        instances=pick("instances", space.instances),
+        max_batch_size=max_batch,
+        dynamic_batching=dynamic,
+        max_queue_delay_us=pick("max_queue_delay_us", space.max_queue_delay_us) if dynamic else 0,
+        preferred_batch=pick("preferred_batch", space.preferred_batch) if dynamic else False,
+        threads=pick("threads", space.threads),
+        warmup=pick("warmup", space.warmup),
+        concurrency=pick("concurrency", space.concurrency),
+    )
+
+
+def triton_default_params(concurrency: int, batched: bool = True) -> dict:
+    """Triton's default deployment: one instance, no dynamic batching, runtime default threads,
+    max_batch_size 4 (tritonserver's --backend-config default-max-batch-size), no warmup."""
+    params = {"instances": 1, "threads": 0, "warmup": False, "concurrency": concurrency}
+    if batched:
+        params |= {"max_batch_size": 4, "dynamic_batching": False}
+    return params
+
+
+def widen_for_baseline(space: Space, baseline_concurrency: list[int], batched: bool) -> Space:
+    """Make sure every value of the default config is a legal choice, so it can be enqueued."""
+    need = triton_default_params(0, batched)
+    updates = {}
+    for knob, value in need.items():
+        if knob == "concurrency":
+            continue
+        values = getattr(space, knob)
+        if value not in values:
+            updates[knob] = sorted({*values, value})
+    missing = sorted(set(baseline_concurrency) - set(space.concurrency))
+    if missing:
+        updates["concurrency"] = sorted({*space.concurrency, *missing})
+    return space.model_copy(update=updates) if updates else space

@@ -1,0 +1,82 @@
+"""Built-in models the tuner can export to ONNX and serve, so it can be tried without a model of one's own.
+
+Importing this package is cheap (numpy only): torch is imported when a model is exported.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tuner.zoo import wenet
+
+__all__ = ["ZooModel", "get", "names"]
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A model of the zoo: how to export it and how to make realistic requests for it."""
+
+    name: str
+    description: str
+    # cache_dir -> path of the ONNX model the tuner serves (exported on first use, then cached).
+    export: Callable[[Path], Path]
+    # (rng, n) -> n single requests, each input without the batch dim.
+    sample_inputs: Callable[[np.random.Generator, int], list[dict[str, np.ndarray]]]
+    # Outputs whose time axis (axis 1, counting the batch axis) is padded in a ragged batch,
+    # mapped to the output that holds each item's valid length along that axis.
+    ragged_outputs: dict[str, str] = field(hash=False)
+
+
+def _wenet_model(name: str, description: str, min_seconds: float, max_seconds: float) -> ZooModel:
+    """Registry entry of a WeNet variant; the encoder is what the tuner serves."""
+
+    def export(cache_dir: Path) -> Path:
+        return wenet.export(name, cache_dir).encoder
+
+    sample = functools.partial(
+        wenet.sample_utterances, min_seconds=min_seconds, max_seconds=max_seconds
+    )
+    padded = ("encoder_out", "ctc_log_probs", "beam_log_probs", "beam_log_probs_idx")
+    return ZooModel(
+        name=name,
+        description=description,
+        export=export,
+        sample_inputs=sample,
+        ragged_outputs={output: "encoder_out_lens" for output in padded},
+    )
+
+
+_MODELS: dict[str, ZooModel] = {
+    model.name: model
+    for model in (
+        _wenet_model(
+            "wenet",
+            "WeNet conformer CTC encoder, AISHELL size (12 x 256-d blocks, 4233 chars, ~30M "
+            "parameters, random weights); 2-16 s utterances of 80-bin fbank",
+            min_seconds=2.0,
+            max_seconds=16.0,
+        ),
+        _wenet_model(
+            "wenet-tiny",
+            "WeNet conformer CTC encoder, tiny (2 x 64-d blocks, 100 tokens, random weights) "
+            "for tests; 0.5-3 s utterances",
+            min_seconds=0.5,
+            max_seconds=3.0,
+        ),
+    )
+}
+
+
+def get(name: str) -> ZooModel | None:
+    """The zoo model called ``name``, or None."""
+    return _MODELS.get(name)
+
+
+def names() -> list[str]:
+    """Names of all zoo models, sorted."""
+    return sorted(_MODELS)
