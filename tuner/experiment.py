@@ -66,9 +66,18 @@ class MeasureSpec(_Strict):
 
 
 class ServerSpec(_Strict):
-    launch: Literal["local"] = "local"
+    """Where candidates are deployed: a local process, a docker container, or a running server."""
+
+    launch: Literal["local", "docker", "remote"] = "local"
     startup_timeout_s: float = Field(60.0, gt=0)
     load_timeout_s: float = Field(180.0, gt=0)
+    # docker
+    image: str = Field("nvcr.io/nvidia/tritonserver:24.10-py3", description="tritonserver image (docker mode)")
+    gpus: str | None = Field(None, description='"all", a count ("2") or device ids ("0,1"); docker mode')
+    shm_size: str = Field("1g", description="container shared memory (python backend tensors go through it)")
+    # remote
+    url: str | None = Field(None, description="remote mode: host:port of the server's HTTP endpoint")
+    grpc_url: str | None = Field(None, description="remote mode: host:port of its gRPC endpoint (perf_analyzer)")
 
 
 class Experiment(_Strict):

@@ -22,7 +22,7 @@ from tuner.measure import perf_analyzer
 from tuner.model_source import ModelSource
 from tuner.render import TEMPLATES, render
 from tuner.server import ModelPackage, Server
-from tuner.server.local import LocalServer
+from tuner.server.launch import make_server
 from tuner.space import Candidate, suggest, triton_default_params, widen_for_baseline
 
 ADAPTER_MODEL_PY = TEMPLATES / "python" / "onnxruntime_model.py"
@@ -217,7 +217,7 @@ def run(exp: Experiment, reporter: Reporter) -> optuna.Study:
 
     ws = Workspace(exp.results_dir / study_name)
     sample = _prepare(source, ws, exp)
-    server = LocalServer(ws.repository, ws.server_log, exp.server.startup_timeout_s, exp.server.load_timeout_s)
+    server = make_server(exp.server, ws.repository, ws.server_log, study_name)
     # Failed trials are reported by the reporter with their reason; Optuna would add a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with server.start():

@@ -24,6 +24,13 @@ class Server(Protocol):
     http_url: str
     metrics_url: str
 
+    def start(self) -> "Server":
+        """Start (or connect) and wait until ready; returns self, usable as a context manager."""
+
+    def __enter__(self) -> "Server": ...
+
+    def __exit__(self, *exc) -> None: ...
+
     def load(self, package: ModelPackage) -> None:
         """Deploy (or redeploy) the model with this config; returns once it is ready."""
 
