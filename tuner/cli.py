@@ -120,6 +120,28 @@ def export(
 
 
 @app.command()
+def dashboard(
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///results/tuner.db)."),
+    port: int = typer.Option(8501, help="Port to serve on (bound to 127.0.0.1)."),
+    address: str = typer.Option("127.0.0.1", help="Address to bind; keep loopback unless you mean it."),
+) -> None:
+    """Serve the Streamlit dashboard over the study storage: Pareto front, trials, export."""
+    import subprocess
+    import sys
+
+    url = storage or experiment.build({"model": "-"}).storage_url
+    app_path = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    console.print(f"dashboard on http://{address}:{port} reading {url} (Ctrl-C stops it)", highlight=False)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", address,
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--", "--storage", url]
+    try:
+        raise typer.Exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+
+
+@app.command()
 def doctor() -> None:
     """Show what this machine can do: tritonserver, perf_analyzer, Docker, GPUs, runtimes."""
     from tuner.doctor import run_checks
