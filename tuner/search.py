@@ -19,6 +19,7 @@ from tuner import client, model_source
 from tuner.errors import TrialError, TunerError
 from tuner.experiment import Experiment
 from tuner.measure import perf_analyzer
+from tuner.measure.metrics import MetricsSampler
 from tuner.model_source import ModelSource
 from tuner.render import TEMPLATES, render
 from tuner.server import ModelPackage, Server
@@ -169,16 +170,21 @@ class Objective:
         cmd = perf_analyzer.command(name, self.server.grpc_url, candidate.concurrency, spec, csv_path,
                                     self.ws.input_data)
         trial.set_user_attr("perf_analyzer_cmd", perf_analyzer.as_shell(cmd))
+        sampler = MetricsSampler(self.server.metrics_url)
         try:
-            measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)
+            with sampler:
+                measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)
         except perf_analyzer.UnstableMeasurement:
             # Keep the candidate rather than lose it to noise: three more windows, no stability
             # requirement, and the trial is flagged so the figures are read with care.
             loose = spec.model_copy(update={"stability_percent": 1000.0, "max_windows": 3})
             cmd = perf_analyzer.command(name, self.server.grpc_url, candidate.concurrency, loose, csv_path,
                                         self.ws.input_data)
-            measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)
+            sampler = MetricsSampler(self.server.metrics_url)
+            with sampler:
+                measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)
             trial.set_user_attr("unstable", True)
+        trial.set_user_attr("server_metrics", sampler.result().as_dict())
         trial.set_user_attr("measure_s", round(time.monotonic() - first_done, 3))
         trial.set_user_attr("measurement", measurement.as_dict())
         self._constrain(trial, measurement.p99_ms)

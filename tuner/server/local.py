@@ -71,7 +71,8 @@ class LocalServer:
             "--http-address=127.0.0.1", f"--http-port={self.http_port}",
             "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
             "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
-            "--allow-metrics=true", "--allow-cpu-metrics=true",
+            "--allow-metrics=true", "--allow-cpu-metrics=true", "--allow-gpu-metrics=true",
+            "--metrics-interval-ms=500",  # several readings within one measurement window
             "--exit-on-error=false", "--log-verbose=0",
         ]
         with open(self.log_path, "ab") as log:
