@@ -32,6 +32,8 @@ class Space(_Strict):
     threads: list[int] = Field([0, 1, 2], description="runtime intra-op threads per instance; 0 = runtime default")
     warmup: list[bool] = [False, True]
     concurrency: list[int] = Field([1, 2, 4, 8, 16, 32], description="perf_analyzer concurrent requests")
+    backends: list[str] = Field(["onnxruntime"], description="runtimes to search (tuner doctor lists them)")
+    precisions: list[str] = Field(["fp32"], description="fp32, fp16, bf16, int8; pairs a backend lacks are dropped")
 
     @field_validator("*")
     @classmethod
@@ -45,6 +47,26 @@ class Space(_Strict):
     def _positive(cls, values: list[int]) -> list[int]:
         if any(v < 1 for v in values):
             raise ValueError("values must be >= 1")
+        return values
+
+    @field_validator("backends")
+    @classmethod
+    def _known_backends(cls, values: list[str]) -> list[str]:
+        from tuner import backends
+
+        unknown = [v for v in values if v not in backends.names()]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)}; known: {', '.join(backends.names())}")
+        return values
+
+    @field_validator("precisions")
+    @classmethod
+    def _known_precisions(cls, values: list[str]) -> list[str]:
+        from tuner.backends import PRECISIONS
+
+        unknown = [v for v in values if v not in PRECISIONS]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)}; known: {', '.join(PRECISIONS)}")
         return values
 
     @field_validator("threads", "max_queue_delay_us")
@@ -63,6 +85,24 @@ class MeasureSpec(_Strict):
     max_windows: int = Field(6, ge=3, description="give up on stability after this many windows")
     timeout_s: float = Field(180.0, gt=0, description="kill perf_analyzer after this long")
     samples: int = Field(8, ge=1, description="distinct sample inputs fed to perf_analyzer")
+
+
+class AccuracySettings(_Strict):
+    """The guard every non-reference candidate passes before it is measured."""
+
+    max_rel_error: float | None = Field(0.1, gt=0, description="max |out - ref| / max |ref| per float output")
+    output_limits: dict[str, float | None] = Field({}, description="per-output limits; null = report only")
+    ctc_log_probs: str | None = Field(None, description="output of CTC log-probs whose greedy tokens must agree")
+    ctc_lengths: str = "encoder_out_lens"
+    min_ctc_agreement: float = Field(0.95, gt=0, le=1)
+    samples: int = Field(8, ge=1, description="sample inputs compared (the first of the measurement samples)")
+    calibration_samples: int = Field(32, ge=1, description="inputs for int8 static calibration")
+
+    def spec(self):
+        from tuner.accuracy import AccuracySpec, CtcCheck
+
+        ctc = CtcCheck(self.ctc_log_probs, self.ctc_lengths, self.min_ctc_agreement) if self.ctc_log_probs else None
+        return AccuracySpec(self.max_rel_error, self.output_limits, ctc)
 
 
 class ServerSpec(_Strict):
@@ -92,6 +132,7 @@ class Experiment(_Strict):
     baseline_concurrency: list[int] = Field([1, 4], description="concurrencies at which Triton's default config is measured first")
     space: Space = Space()
     measure: MeasureSpec = MeasureSpec()
+    accuracy: AccuracySettings = AccuracySettings()
     server: ServerSpec = ServerSpec()
 
     @field_validator("storage")

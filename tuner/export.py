@@ -10,11 +10,11 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from tuner import model_source, results
+from tuner import backends, model_source, results
 from tuner.errors import TunerError
 from tuner.experiment import Experiment
 from tuner.render import render
-from tuner.search import ADAPTER_MODEL_PY, Workspace, load_samples
+from tuner.search import Workspace, load_samples, prepare_artifact
 from tuner.space import Candidate
 
 
@@ -78,7 +78,7 @@ Reproduce (serve this folder with `tritonserver --model-repository=<this folder>
 
 def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, trial_number: int | None = None,
            form: str = "native") -> Exported:
-    """Write out_dir/<model>/config.pbtxt and out_dir/<model>/1/<model file>, REPORT.md and the load inputs.
+    """Write out_dir/<model>/config.pbtxt and out_dir/<model>/1/<model files>, REPORT.md and the load inputs.
 
     `native` is the config the stock tritonserver image runs (onnxruntime backend); `adapter` is the
     python-backend form that the bundled tritonserver runs, as measured.
@@ -92,14 +92,18 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
     sample = load_samples(source, exp)[0]
     config = render(form, source.name, source.signature, candidate, sample, source.ragged_outputs)
 
+    backend = backends.get(candidate.backend)
+    artifact = prepare_artifact(source, exp, candidate)
+    files = backend.native_files(artifact) if form == "native" else backend.adapter_files(artifact)
+
     model_dir = out_dir / source.name
     if model_dir.exists():
         shutil.rmtree(model_dir)
-    (model_dir / "1").mkdir(parents=True)
+    model_dir.mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text(config)
-    shutil.copy2(source.onnx_path, model_dir / "1" / "model.onnx")
-    if form == "adapter":
-        shutil.copy2(ADAPTER_MODEL_PY, model_dir / "1" / "model.py")
+    for relative, file in files.items():
+        (model_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, model_dir / relative)
     if candidate.warmup:
         (model_dir / "warmup").mkdir()
         for name, value in sample.items():

@@ -3,7 +3,6 @@ protobuf so an invalid config is caught before the server sees it."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import jinja2
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from tuner import backends
 from tuner.errors import TrialError
 from tuner.signature import Signature, Tensor
 from tuner.space import Candidate
@@ -39,18 +39,14 @@ def warmups_for(candidate: Candidate, signature: Signature, sample: dict) -> lis
 def render(form: str, name: str, signature: Signature, candidate: Candidate, sample: dict,
            ragged_outputs: dict[str, str] | None = None) -> str:
     """The config.pbtxt text of a candidate; `form` is "adapter" (python backend) or "native"."""
-    template = _env.get_template(f"{candidate.backend}.{form}.pbtxt.j2")
+    backend = backends.get(candidate.backend)
+    template = _env.get_template(f"{backend.family}.{form}.pbtxt.j2")
     text = template.render(
         name=name,
         signature=signature,
         c=candidate,
         warmups=warmups_for(candidate, signature, sample),
-        adapter_parameters={
-            "onnx_file": "model.onnx",
-            "intra_op_threads": str(candidate.threads),
-            "ragged_outputs": json.dumps(ragged_outputs or {}),
-        },
-        native_parameters={"intra_op_thread_count": str(candidate.threads)} if candidate.threads else {},
+        **backends.template_variables(candidate, form, ragged_outputs),
     )
     parse(text)  # fail here, with the template's fault, rather than inside the server
     return "\n".join(line for line in text.splitlines() if line.strip()) + "\n"

@@ -15,22 +15,22 @@ from typing import Protocol
 import numpy as np
 import optuna
 
-from tuner import client, model_source
+from tuner import accuracy, backends, client, model_source, tools
 from tuner.errors import TrialError, TunerError
 from tuner.experiment import Experiment
 from tuner.measure import perf_analyzer
 from tuner.measure.metrics import MetricsSampler
 from tuner.model_source import ModelSource
-from tuner.render import TEMPLATES, render
+from tuner.render import render
 from tuner.server import ModelPackage, Server
 from tuner.server.launch import make_server
-from tuner.space import Candidate, suggest, triton_default_params, widen_for_baseline
+from tuner.space import REFERENCE_RUNTIME, Candidate, runtime_key, suggest, triton_default_params, widen_for_baseline
 
-ADAPTER_MODEL_PY = TEMPLATES / "python" / "onnxruntime_model.py"
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
 
 
 class Reporter(Protocol):
+    def note(self, message: str) -> None: ...
     def search_started(self, study: optuna.Study, total: int, done: int) -> None: ...
     def trial_started(self, number: int, candidate: Candidate) -> None: ...
     def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None: ...
@@ -87,15 +87,28 @@ def open_study(exp: Experiment, study_name: str, create: bool = True) -> optuna.
         raise TunerError(f"cannot open study storage {url!r}: {first}") from None
 
 
-def _package(source: ModelSource, ws: Workspace, config: str) -> ModelPackage:
-    files = {"1/model.onnx": source.onnx_path, "1/model.py": ADAPTER_MODEL_PY}
-    files |= {f"warmup/{f.name}": f for f in ws.warmup_dir.iterdir()}
-    return ModelPackage(source.name, config, files)
+def _package(source: ModelSource, ws: Workspace, config: str, files: dict[str, Path]) -> ModelPackage:
+    warmup = {f"warmup/{f.name}": f for f in ws.warmup_dir.iterdir()}
+    return ModelPackage(source.name, config, files | warmup)
 
 
 def load_samples(source: ModelSource, exp: Experiment) -> list[dict[str, np.ndarray]]:
     """The study's fixed sample inputs (seeded): perf_analyzer's data; the first one warms up."""
     return source.sample_inputs(np.random.default_rng(exp.seed or 0), exp.measure.samples)
+
+
+def calibration_samples(source: ModelSource, exp: Experiment, precision: str) -> list[dict[str, np.ndarray]]:
+    """int8 calibration inputs, from their own seed so they are not the accuracy-check inputs."""
+    if precision != "int8":
+        return []
+    return source.sample_inputs(np.random.default_rng((exp.seed or 0) + 1), exp.accuracy.calibration_samples)
+
+
+def prepare_artifact(source: ModelSource, exp: Experiment, candidate: Candidate) -> Path:
+    """The candidate's model file(s) for its runtime and precision (cached by content)."""
+    return backends.get(candidate.backend).prepare(
+        source.onnx_path, candidate.precision, exp.results_dir / "cache" / "artifacts",
+        calibration_samples(source, exp, candidate.precision), max_batch_size=max(exp.space.max_batch_size))
 
 
 def _prepare(source: ModelSource, ws: Workspace, exp: Experiment) -> dict[str, np.ndarray]:
@@ -117,23 +130,33 @@ def _same_params(study: optuna.Study, params: dict) -> optuna.trial.FrozenTrial 
 
 
 class Objective:
-    """Measures one candidate per call on the running server."""
+    """Measures one candidate per call on the running server: prepare its model artifact, deploy
+    it, check its accuracy against the reference, then load-test it."""
 
     def __init__(self, exp: Experiment, source: ModelSource, server: Server, ws: Workspace,
-                 sample: dict[str, np.ndarray], reporter: Reporter):
+                 sample: dict[str, np.ndarray], reporter: Reporter, server_backends: tuple[str, ...]):
         self.exp, self.source, self.server, self.ws = exp, source, server, ws
         self.sample, self.reporter = sample, reporter
+        self.server_backends = server_backends
         self.space = widen_for_baseline(exp.space, exp.baseline_concurrency, source.signature.batched)
+        usable, skipped = backends.choices(self.space.backends, self.space.precisions, server_backends)
+        for key, reason in skipped.items():
+            reporter.note(f"skipping {key}: {reason}")
+        self.runtimes = sorted({REFERENCE_RUNTIME, *(runtime_key(b, p) for b, p in usable)})
+        self.accuracy_spec = exp.accuracy.spec()
+        self.accuracy_samples = load_samples(source, exp)[: exp.accuracy.samples]
+        self._reference: list[dict[str, np.ndarray]] | None = None
+        self._verdicts: dict[str, dict] = {}  # runtime key -> accuracy report, checked once per search
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        candidate = suggest(trial, self.space, self.source.signature.batched)
+        candidate = suggest(trial, self.space, self.source.signature.batched, self.runtimes)
         trial.set_user_attr("candidate", candidate.as_dict())
         self.reporter.trial_started(trial.number, candidate)
         previous = _same_params(trial.study, trial.params)
         if previous is not None:
             # Same deployment and load as an earlier trial: reuse its measurement instead of
             # spending minutes on it again; the trial says where its figures come from.
-            for key in ("measurement", "config_pbtxt", "perf_analyzer_cmd"):
+            for key in ("measurement", "config_pbtxt", "perf_analyzer_cmd", "accuracy", "server_metrics"):
                 if key in previous.user_attrs:
                     trial.set_user_attr(key, previous.user_attrs[key])
             trial.set_user_attr("repeat_of", previous.number)
@@ -146,28 +169,66 @@ class Objective:
             raise
 
     def _measure(self, trial: optuna.Trial, candidate: Candidate) -> tuple[float, float]:
+        key = runtime_key(candidate.backend, candidate.precision)
+        if key in self._verdicts and not self._verdicts[key]["passed"]:
+            self._reject(trial, self._verdicts[key])
         if not self.server.is_alive():
             trial.set_user_attr("server_restarted", True)
             self.server.start()
+        self._deploy(trial, candidate)
+        if key != REFERENCE_RUNTIME:
+            self._check_accuracy(trial, key)
+        return self._load_test(trial, candidate)
+
+    def _deploy(self, trial: optuna.Trial, candidate: Candidate) -> None:
+        """Convert the model for the candidate's runtime, render its config, load it, time the cold start."""
+        backend = backends.get(candidate.backend)
         name, sig = self.source.name, self.source.signature
-        config = render("adapter", name, sig, candidate, self.sample, self.source.ragged_outputs)
+        started = time.monotonic()
+        artifact = prepare_artifact(self.source, self.exp, candidate)
+        trial.set_user_attr("prepare_s", round(time.monotonic() - started, 3))
+        trial.set_user_attr("artifact", backends.artifact_info(artifact))
+        form = backends.serving_form(backend, candidate.precision, self.server_backends)
+        files = backend.adapter_files(artifact) if form == "adapter" else backend.native_files(artifact)
+        config = render(form, name, sig, candidate, self.sample, self.source.ragged_outputs)
         trial.set_user_attr("config_pbtxt", config)
 
         started = time.monotonic()
-        self.server.load(_package(self.source, self.ws, config))
+        self.server.load(_package(self.source, self.ws, config, files))
         loaded = time.monotonic()
         try:
             client.infer(self.server.grpc_url, name, sig, self.sample, batched=sig.batched)
         except Exception as exc:
             raise TrialError(f"first request failed: {exc}".splitlines()[0]) from None
-        first_done = time.monotonic()
         trial.set_user_attr("load_s", round(loaded - started, 3))
-        trial.set_user_attr("first_request_ms", round((first_done - loaded) * 1000, 2))
+        trial.set_user_attr("first_request_ms", round((time.monotonic() - loaded) * 1000, 2))
 
+    def _check_accuracy(self, trial: optuna.Trial, key: str) -> None:
+        """Outputs on the fixed samples against fp32 ONNX Runtime; a failing runtime never gets measured."""
+        if key not in self._verdicts:
+            if self._reference is None:
+                self._reference = accuracy.reference_outputs(self.source.onnx_path, self.accuracy_samples)
+            sig = self.source.signature
+            outputs = [client.infer(self.server.grpc_url, self.source.name, sig, s, batched=sig.batched)
+                       for s in self.accuracy_samples]
+            self._verdicts[key] = accuracy.check(self._reference, outputs, self.accuracy_spec).as_dict()
+        verdict = self._verdicts[key]
+        trial.set_user_attr("accuracy", verdict)
+        if not verdict["passed"]:
+            self._reject(trial, verdict)
+
+    def _reject(self, trial: optuna.Trial, verdict: dict) -> None:
+        trial.set_user_attr("accuracy", verdict)
+        trial.set_user_attr("rejected", verdict["reason"])
+        raise TrialError(f"accuracy check failed: {verdict['reason']}")
+
+    def _load_test(self, trial: optuna.Trial, candidate: Candidate) -> tuple[float, float]:
+        """perf_analyzer at the candidate's concurrency, with server metrics sampled meanwhile."""
+        started = time.monotonic()
         csv_path = self.ws.csv(trial.number)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         spec = self.exp.measure
-        cmd = perf_analyzer.command(name, self.server.grpc_url, candidate.concurrency, spec, csv_path,
+        cmd = perf_analyzer.command(self.source.name, self.server.grpc_url, candidate.concurrency, spec, csv_path,
                                     self.ws.input_data)
         trial.set_user_attr("perf_analyzer_cmd", perf_analyzer.as_shell(cmd))
         sampler = MetricsSampler(self.server.metrics_url)
@@ -178,14 +239,14 @@ class Objective:
             # Keep the candidate rather than lose it to noise: three more windows, no stability
             # requirement, and the trial is flagged so the figures are read with care.
             loose = spec.model_copy(update={"stability_percent": 1000.0, "max_windows": 3})
-            cmd = perf_analyzer.command(name, self.server.grpc_url, candidate.concurrency, loose, csv_path,
-                                        self.ws.input_data)
+            cmd = perf_analyzer.command(self.source.name, self.server.grpc_url, candidate.concurrency, loose,
+                                        csv_path, self.ws.input_data)
             sampler = MetricsSampler(self.server.metrics_url)
             with sampler:
                 measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)
             trial.set_user_attr("unstable", True)
         trial.set_user_attr("server_metrics", sampler.result().as_dict())
-        trial.set_user_attr("measure_s", round(time.monotonic() - first_done, 3))
+        trial.set_user_attr("measure_s", round(time.monotonic() - started, 3))
         trial.set_user_attr("measurement", measurement.as_dict())
         self._constrain(trial, measurement.p99_ms)
         return measurement.throughput, measurement.p99_ms
@@ -224,10 +285,14 @@ def run(exp: Experiment, reporter: Reporter) -> optuna.Study:
     ws = Workspace(exp.results_dir / study_name)
     sample = _prepare(source, ws, exp)
     server = make_server(exp.server, ws.repository, ws.server_log, study_name)
+    # The bundled server has only the python backend; other launch modes are served the
+    # python-backend adapters too, which every Triton image with the python backend runs.
+    server_backends = tuple(tools.server_backends(tools.require_tritonserver())) \
+        if exp.server.launch == "local" else ("python",)
     # Failed trials are reported by the reporter with their reason; Optuna would add a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with server.start():
-        objective = Objective(exp, source, server, ws, sample, reporter)
+        objective = Objective(exp, source, server, ws, sample, reporter, server_backends)
         study.optimize(objective, n_trials=remaining, timeout=exp.timeout_s, catch=(TrialError,),
                        callbacks=[lambda _s, t: reporter.trial_finished(t)])
     return study

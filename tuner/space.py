@@ -9,6 +9,9 @@ import optuna
 from tuner.experiment import Space
 
 
+REFERENCE_RUNTIME = "onnxruntime:fp32"
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One Triton deployment of the model plus the client load it is measured under."""
@@ -33,9 +36,22 @@ class Candidate:
         return [self.max_batch_size] if self.dynamic_batching and self.preferred_batch else []
 
 
-def suggest(trial: optuna.Trial, space: Space, batched: bool = True) -> Candidate:
-    """Ask the trial for one value per knob; batching knobs only where they mean something."""
+def runtime_key(backend: str, precision: str) -> str:
+    """One categorical knob for backend and precision: Optuna needs the same choices in every
+    trial, and which precisions exist depends on the backend."""
+    return f"{backend}:{precision}"
+
+
+def suggest(trial: optuna.Trial, space: Space, batched: bool = True,
+            runtimes: list[str] | None = None) -> Candidate:
+    """Ask the trial for one value per knob; batching knobs only where they mean something.
+
+    `runtimes` are the "backend:precision" keys usable here (default: the reference, ONNX Runtime fp32).
+    """
+    from tuner import backends
+
     pick = trial.suggest_categorical
+    backend, precision = pick("runtime", runtimes or [REFERENCE_RUNTIME]).split(":")
     max_batch = pick("max_batch_size", space.max_batch_size) if batched else 0
     dynamic = batched and pick("dynamic_batching", space.dynamic_batching)
     return Candidate(
@@ -47,13 +63,16 @@ def suggest(trial: optuna.Trial, space: Space, batched: bool = True) -> Candidat
         threads=pick("threads", space.threads),
         warmup=pick("warmup", space.warmup),
         concurrency=pick("concurrency", space.concurrency),
+        backend=backend,
+        precision=precision,
+        kind=backends.get(backend).default_kind,
     )
 
 
 def triton_default_params(concurrency: int, batched: bool = True) -> dict:
     """Triton's default deployment: one instance, no dynamic batching, runtime default threads,
     max_batch_size 4 (tritonserver's --backend-config default-max-batch-size), no warmup."""
-    params = {"instances": 1, "threads": 0, "warmup": False, "concurrency": concurrency}
+    params = {"runtime": REFERENCE_RUNTIME, "instances": 1, "threads": 0, "warmup": False, "concurrency": concurrency}
     if batched:
         params |= {"max_batch_size": 4, "dynamic_batching": False}
     return params
@@ -64,7 +83,7 @@ def widen_for_baseline(space: Space, baseline_concurrency: list[int], batched: b
     need = triton_default_params(0, batched)
     updates = {}
     for knob, value in need.items():
-        if knob == "concurrency":
+        if knob in ("concurrency", "runtime"):
             continue
         values = getattr(space, knob)
         if value not in values:

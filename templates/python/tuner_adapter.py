@@ -1,0 +1,111 @@
+"""What every python-backend runtime adapter shares: requests in, one runtime call, responses out.
+
+Triton's scheduler (instance groups, dynamic batcher, warmup) stays in charge; an adapter only
+turns the list of requests Triton hands to `execute` into one call of its runtime:
+- requests are stacked along the batch axis; inputs of different lengths (ragged batching)
+  are zero-padded to the longest, which is correct for models that take their valid lengths
+  as an input (e.g. WeNet's speech_lengths);
+- outputs are split back per request; outputs named in the `ragged_outputs` parameter have
+  their time axis trimmed to the longest valid length among that request's rows.
+
+This file ships beside model.py in the model's version directory; model.py puts that directory
+on sys.path before importing it. The numpy functions here run without Triton (unit tests).
+"""
+
+import json
+import os
+
+import numpy as np
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # outside the python backend stub
+    pb_utils = None
+
+
+def parameters(args):
+    """(model config dict, {parameter: string value}) of the `initialize` args."""
+    config = json.loads(args["model_config"])
+    return config, {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+
+
+def model_path(args, filename):
+    return os.path.join(args["model_repository"], args["model_version"], filename)
+
+
+def stack(arrays):
+    """Concatenate along axis 0, zero-padding every other axis to the largest size."""
+    shapes = np.array([a.shape for a in arrays])
+    target = shapes.max(axis=0)
+    if (shapes[:, 1:] == target[1:]).all():
+        return np.concatenate(arrays, axis=0)
+    padded = [np.pad(a, [(0, 0)] + [(0, int(t - s)) for s, t in zip(a.shape[1:], target[1:])]) for a in arrays]
+    return np.concatenate(padded, axis=0)
+
+
+def model_input(array, rank):
+    """Triton has at least one dim per batch element: a [B] tensor arrives as [B, 1]."""
+    if array.ndim == rank + 1 and array.shape[-1] == 1:
+        return array.reshape(array.shape[:-1])
+    return array
+
+
+def feeds(per_request, input_ranks):
+    """One runtime feed from the per-request input dicts."""
+    return {name: model_input(stack([inputs[name] for inputs in per_request]), rank)
+            for name, rank in input_ranks.items()}
+
+
+def split(results, rows, batched, ragged_outputs):
+    """Per-request output dicts from the batch results; `rows` is each request's batch size."""
+    per_request, start = [], 0
+    for n in rows:
+        stop = start + n if batched else None
+        outputs = {}
+        for name, value in results.items():
+            value = value[start:stop] if batched else value
+            if name in ragged_outputs:
+                valid = int(np.max(results[ragged_outputs[name]][start:stop]))
+                value = value[:, :valid]
+            if batched and value.ndim == 1:
+                value = value.reshape(-1, 1)
+            outputs[name] = np.ascontiguousarray(value)
+        per_request.append(outputs)
+        start += n
+    return per_request
+
+
+class BatchingModel:
+    """Base of an adapter's TritonPythonModel.
+
+    A subclass's `initialize` calls `self.configure(args)` and sets `self.input_ranks`
+    ({input name: rank in the model}) and `self.outputs` (output names); `infer(feed)` runs the
+    runtime once and returns {output name: array}.
+    """
+
+    def configure(self, args):
+        config, params = parameters(args)
+        self.batched = config.get("max_batch_size", 0) > 0
+        self.ragged_outputs = json.loads(params.get("ragged_outputs", "{}"))
+        return params
+
+    def infer(self, feed):
+        raise NotImplementedError
+
+    def execute(self, requests):
+        if not self.batched:
+            return [self._run([r])[0] for r in requests]
+        try:
+            return self._run(requests)
+        except Exception as exc:  # one bad batch must not take the model down
+            return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))
+                    for _ in requests]
+
+    def _run(self, requests):
+        per_request = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_ranks}
+                       for r in requests]
+        results = self.infer(feeds(per_request, self.input_ranks))
+        results = {name: results[name] for name in self.outputs}
+        rows = [next(iter(inputs.values())).shape[0] if self.batched else 1 for inputs in per_request]
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in out.items()])
+                for out in split(results, rows, self.batched, self.ragged_outputs)]

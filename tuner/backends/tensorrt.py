@@ -1,0 +1,131 @@
+"""TensorRT engines (model.plan) built from the ONNX model with TensorRT's Python API.
+
+Used where `tensorrt` is importable (a machine with an NVIDIA GPU and TensorRT installed); the
+engine is specific to that GPU and TensorRT version. One optimization profile covers batch 1 to
+the largest max_batch_size of the space and, for variable dims, the range seen in the samples.
+fp16 lets TensorRT pick fp16 kernels; int8 builds from the symmetric Q/DQ graph of the
+onnxruntime backend (explicit quantization). A timing cache shared by all builds in the cache
+folder makes rebuilds fast. Served natively only (`platform: "tensorrt_plan"`): there is no
+python-backend adapter.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tuner.backends import onnxruntime
+from tuner.backends._base import Backend, cached_artifact
+from tuner.errors import TrialError
+
+if TYPE_CHECKING:
+    from tuner.signature import Signature
+
+WORKSPACE_BYTES = 4 << 30
+
+Profile = dict[str, tuple[list[int], list[int], list[int]]]  # input -> (min, opt, max) shapes
+
+
+@functools.cache
+def _tensorrt_version() -> str | None:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return None
+    return trt.__version__
+
+
+def _check(kind: str, precision: str) -> str | None:
+    if _tensorrt_version() is None:
+        return "TensorRT is not installed (pip install tensorrt, on a machine with an NVIDIA GPU)"
+    return None
+
+
+def shape_profile(signature: Signature, samples: Sequence[Mapping[str, np.ndarray]], max_batch_size: int) -> Profile:
+    """(min, opt, max) shape of every input: batch 1..max_batch_size, variable dims over the samples'
+    range; opt is the largest, the shape of a full padded batch under load."""
+    if any(-1 in t.dims for t in signature.inputs) and not samples:
+        raise TrialError("TensorRT needs sample inputs to size the optimization profile of variable dims")
+    profile: Profile = {}
+    for t in signature.inputs:
+        low, high = [], []
+        for axis, size in enumerate(t.dims):
+            seen = [np.shape(s[t.name])[axis] for s in samples] if size == -1 else [size]
+            low.append(min(seen))
+            high.append(max(seen))
+        if signature.batched:
+            low, high = [1, *low], [max_batch_size, *high]
+        profile[t.name] = (low, list(high), high)
+    return profile
+
+
+def prepare(onnx_path: Path, precision: str, cache_dir: Path,
+            calibration_samples: Sequence[Mapping[str, np.ndarray]] = (), *, max_batch_size: int = 32,
+            **_: object) -> Path:
+    """model.plan built for this machine's GPU, cached by content, precision and profile."""
+    from tuner.signature import read_signature
+
+    profile = shape_profile(read_signature(onnx_path), calibration_samples, max(max_batch_size, 1))
+    source = onnx_path
+    if precision == "int8":
+        source = onnxruntime.prepare_model(onnx_path, "int8", cache_dir, calibration_samples, target="tensorrt",
+                                           backend="tensorrt")
+    settings = {"backend": "tensorrt", "precision": precision, "tensorrt": _tensorrt_version(),
+                "profile": profile, "workspace": WORKSPACE_BYTES}
+    timing_cache = cache_dir / "tensorrt.timing-cache"
+    return cached_artifact(source, cache_dir, settings, "model.plan",
+                           lambda folder: _build(source, folder / "model.plan", precision, profile, timing_cache))
+
+
+def _build(source: Path, target: Path, precision: str, profile: Profile, timing_cache: Path) -> dict:
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    # TensorRT 10 networks are always explicit-batch; 8.x needs the flag.
+    flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise TrialError(f"TensorRT could not parse the model: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # scales come from the graph's Q/DQ nodes
+    shapes = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        name = network.get_input(i).name
+        shapes.set_shape(name, *profile[name])
+    config.add_optimization_profile(shapes)
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=True)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise TrialError(f"TensorRT could not build a {precision} engine (its log above says why)")
+    target.write_bytes(plan)
+    scratch = timing_cache.with_name(f"{timing_cache.name}.{os.getpid()}")
+    scratch.write_bytes(memoryview(cache.serialize()))
+    os.replace(scratch, timing_cache)
+    return {"profile": profile}
+
+
+def _model_files(artifact: Path) -> dict[str, Path]:
+    return {"1/model.plan": artifact}
+
+
+BACKENDS = (
+    Backend(
+        name="tensorrt", family="tensorrt", triton_backend="tensorrt",
+        precisions=("fp32", "fp16", "int8"), native_precisions=("fp32", "fp16", "int8"),
+        kinds=("KIND_GPU",), check=_check, prepare=prepare, native_files=_model_files,
+        adapter_model_file=None, adapter_parameters=lambda c: {}, native_parameters=lambda c: {},
+    ),
+)
