@@ -65,7 +65,7 @@ def _docker() -> Check:
     except Exception as exc:
         reason = str(exc).splitlines()[0][:120]
         return Check("docker engine", False, f"not reachable ({reason})",
-                     "apt-get install docker.io; dockerd --bridge=none --iptables=false --ip-masq=false &")
+                     "bash scripts/docker_engine.sh (as root: installs docker.io and starts dockerd)")
 
 
 def _gpus() -> Check:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuner.errors import TunerError
 
@@ -118,6 +118,20 @@ class ServerSpec(_Strict):
     # remote
     url: str | None = Field(None, description="remote mode: host:port of the server's HTTP endpoint")
     grpc_url: str | None = Field(None, description="remote mode: host:port of its gRPC endpoint (perf_analyzer)")
+    metrics_url: str | None = Field(None, description="remote mode: its metrics URL (default http://<host>:8002/metrics)")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: str | None) -> str | None:
+        if value is None or value == "all" or all(part.strip().isdigit() for part in value.split(",")):
+            return value
+        raise ValueError('must be "all", a count ("2") or device ids ("0,1")')
+
+    @model_validator(mode="after")
+    def _remote_needs_urls(self) -> "ServerSpec":
+        if self.launch == "remote" and not (self.url and self.grpc_url):
+            raise ValueError("launch: remote needs url (HTTP host:port) and grpc_url (gRPC host:port)")
+        return self
 
 
 class Experiment(_Strict):

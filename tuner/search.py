@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import optuna
 
-from tuner import accuracy, backends, client, model_source, tools
+from tuner import accuracy, backends, client, model_source
 from tuner.errors import TrialError, TunerError
 from tuner.experiment import Experiment
 from tuner.measure import perf_analyzer
@@ -75,7 +75,7 @@ def open_study(exp: Experiment, study_name: str, create: bool = True) -> optuna.
     try:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
         if create:
             return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
                                        directions=["maximize", "minimize"], load_if_exists=True)
@@ -285,14 +285,12 @@ def run(exp: Experiment, reporter: Reporter) -> optuna.Study:
     ws = Workspace(exp.results_dir / study_name)
     sample = _prepare(source, ws, exp)
     server = make_server(exp.server, ws.repository, ws.server_log, study_name)
-    # The bundled server has only the python backend; other launch modes are served the
-    # python-backend adapters too, which every Triton image with the python backend runs.
-    server_backends = tuple(tools.server_backends(tools.require_tritonserver())) \
-        if exp.server.launch == "local" else ("python",)
     # Failed trials are reported by the reporter with their reason; Optuna would add a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with server.start():
-        objective = Objective(exp, source, server, ws, sample, reporter, server_backends)
+        # A server with a runtime's own Triton backend gets its native config; the bundled one
+        # has only the python backend, which serves the adapters.
+        objective = Objective(exp, source, server, ws, sample, reporter, tuple(server.backends()))
         study.optimize(objective, n_trials=remaining, timeout=exp.timeout_s, catch=(TrialError,),
                        callbacks=[lambda _s, t: reporter.trial_finished(t)])
     return study

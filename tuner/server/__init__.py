@@ -38,4 +38,7 @@ class Server(Protocol):
 
     def is_alive(self) -> bool: ...
 
+    def backends(self) -> list[str]:
+        """Triton backends the server can run (decides native config or python-backend adapter)."""
+
     def stop(self) -> None: ...

@@ -102,6 +102,9 @@ class LocalServer:
         self.stop()
         raise TunerError(f"tritonserver was not live after {self.startup_timeout_s:.0f} s; see {self.log_path}")
 
+    def backends(self) -> list[str]:
+        return tools.server_backends(tools.require_tritonserver())
+
     def metadata(self) -> dict:
         return self._client().get_server_metadata()
 
@@ -143,7 +146,8 @@ class LocalServer:
         self.process = None
 
     def __enter__(self) -> "LocalServer":
-        return self.start()
+        # `with server.start():` enters an already started server: start only once.
+        return self if self.is_alive() else self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
