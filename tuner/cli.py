@@ -52,6 +52,8 @@ def search(
     trials: Optional[int] = typer.Option(None, help="Total trials in the study, old ones included."),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
     max_p99_ms: Optional[float] = typer.Option(None, help="SLA: p99 latency limit in ms."),
+    max_gpu_mem_gb: Optional[float] = typer.Option(None, help="Constraint: GPU memory in use while measured, in GiB."),
+    launch: Optional[str] = typer.Option(None, help="Where candidates run: local, docker or remote (docs/launch-modes.md)."),
     seed: Optional[int] = typer.Option(None, help="Sampler and sample-input seed."),
 ) -> None:
     """Search Triton configurations of MODEL on a real tritonserver, measured with perf_analyzer.
@@ -64,10 +66,10 @@ def search(
         default = Path("experiments") / f"{model}.yaml"
         experiment_file = default if default.is_file() else None
     overrides = {"model": model, "study": study, "storage": storage, "trials": trials, "timeout_s": timeout,
-                 "max_p99_ms": max_p99_ms, "seed": seed}
+                 "max_p99_ms": max_p99_ms, "max_gpu_mem_gb": max_gpu_mem_gb, "seed": seed}
     reporter = None
     try:
-        exp = experiment.load(experiment_file, overrides)
+        exp = experiment.load(experiment_file, overrides, launch)
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         reporter = RichReporter(exp.max_p99_ms)
         study_obj = search_mod.run(exp, reporter)

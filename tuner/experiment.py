@@ -34,6 +34,7 @@ class Space(_Strict):
     concurrency: list[int] = Field([1, 2, 4, 8, 16, 32], description="perf_analyzer concurrent requests")
     backends: list[str] = Field(["onnxruntime"], description="runtimes to search (tuner doctor lists them)")
     precisions: list[str] = Field(["fp32"], description="fp32, fp16, bf16, int8; pairs a backend lacks are dropped")
+    gpus: list[str] = Field(["all"], description='KIND_GPU placement: "all" GPUs (count per GPU) or ids "0,1"')
 
     @field_validator("*")
     @classmethod
@@ -143,7 +144,9 @@ class Experiment(_Strict):
     timeout_s: float | None = Field(None, gt=0, description="stop starting new trials after this many seconds")
     max_p99_ms: float | None = Field(None, gt=0, description="SLA: p99 latency limit in milliseconds")
     seed: int | None = 0
+    max_gpu_mem_gb: float | None = Field(None, gt=0, description="constraint: GPU memory used during the measurement")
     baseline_concurrency: list[int] = Field([1, 4], description="concurrencies at which Triton's default config is measured first")
+    baseline_runtime: str = Field("onnxruntime:fp32", description="backend:precision of the default config (e.g. pytorch:fp32 on GPU)")
     space: Space = Space()
     measure: MeasureSpec = MeasureSpec()
     accuracy: AccuracySettings = AccuracySettings()
@@ -162,6 +165,16 @@ class Experiment(_Strict):
         if name is not None and not name.strip():
             raise ValueError("must not be empty")
         return name
+
+    @field_validator("baseline_runtime")
+    @classmethod
+    def _runtime_key(cls, key: str) -> str:
+        from tuner import backends
+
+        backend, _, precision = key.partition(":")
+        if backend not in backends.names() or precision not in backends.PRECISIONS:
+            raise ValueError(f"must be backend:precision, e.g. onnxruntime:fp32 (backends: {', '.join(backends.names())})")
+        return key
 
     @property
     def storage_url(self) -> str:
@@ -183,8 +196,9 @@ def build(fields: dict, source: str = "command line") -> Experiment:
         raise TunerError(_one_line(exc, source)) from None
 
 
-def load(path: Path | None, overrides: dict) -> Experiment:
-    """Read an experiment file (if any) and apply the non-None command-line overrides."""
+def load(path: Path | None, overrides: dict, launch: str | None = None) -> Experiment:
+    """Read an experiment file (if any) and apply the non-None command-line overrides
+    (`launch` overrides server.launch)."""
     fields: dict = {}
     source = "command line"
     if path is not None:
@@ -198,6 +212,8 @@ def load(path: Path | None, overrides: dict) -> Experiment:
             raise TunerError(f"experiment file {path} must hold a mapping of fields, not {type(fields).__name__}")
         source = str(path)
     fields.update({k: v for k, v in overrides.items() if v is not None})
+    if launch is not None:
+        fields["server"] = {**(fields.get("server") or {}), "launch": launch}
     if "model" not in fields:
         raise TunerError("no model given: pass --model (wenet, a .onnx file or a Triton model directory)")
     return build(fields, source)

@@ -23,6 +23,7 @@ class ModelSource:
     signature: Signature
     sample_inputs: SampleFn  # per-request inputs without the batch dimension
     ragged_outputs: dict[str, str] = field(default_factory=dict)
+    torch_module: str | None = None  # "module:name" with serving_module(name): the PyTorch definition
 
 
 def generic_samples(signature: Signature, default_length: int = 16) -> SampleFn:
@@ -56,7 +57,7 @@ def resolve(model: str, cache_dir: Path) -> ModelSource:
     if zoo_model is not None:
         onnx_path = zoo_model.export(cache_dir / "zoo")
         return ModelSource(model, onnx_path, read_signature(onnx_path), zoo_model.sample_inputs,
-                           dict(zoo_model.ragged_outputs))
+                           dict(zoo_model.ragged_outputs), zoo_model.torch_module)
     path = Path(model)
     if not path.exists():
         known = ", ".join(zoo.names())

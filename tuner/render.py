@@ -40,7 +40,8 @@ def render(form: str, name: str, signature: Signature, candidate: Candidate, sam
            ragged_outputs: dict[str, str] | None = None) -> str:
     """The config.pbtxt text of a candidate; `form` is "adapter" (python backend) or "native"."""
     backend = backends.get(candidate.backend)
-    template = _env.get_template(f"{backend.family}.{form}.pbtxt.j2")
+    # Every adapter is a python-backend model; only native configs differ per runtime family.
+    template = _env.get_template(f"{backend.family}.native.pbtxt.j2" if form == "native" else "adapter.pbtxt.j2")
     text = template.render(
         name=name,
         signature=signature,

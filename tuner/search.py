@@ -108,7 +108,8 @@ def prepare_artifact(source: ModelSource, exp: Experiment, candidate: Candidate)
     """The candidate's model file(s) for its runtime and precision (cached by content)."""
     return backends.get(candidate.backend).prepare(
         source.onnx_path, candidate.precision, exp.results_dir / "cache" / "artifacts",
-        calibration_samples(source, exp, candidate.precision), max_batch_size=max(exp.space.max_batch_size))
+        calibration_samples(source, exp, candidate.precision), max_batch_size=max(exp.space.max_batch_size),
+        torch_module=source.torch_module)
 
 
 def _prepare(source: ModelSource, ws: Workspace, exp: Experiment) -> dict[str, np.ndarray]:
@@ -140,9 +141,12 @@ class Objective:
         self.server_backends = server_backends
         self.space = widen_for_baseline(exp.space, exp.baseline_concurrency, source.signature.batched)
         usable, skipped = backends.choices(self.space.backends, self.space.precisions, server_backends)
+        if source.torch_module is None:
+            skipped |= {runtime_key(b, p): backends.pytorch.NEEDS_DEFINITION for b, p in usable if b == "pytorch"}
+            usable = [(b, p) for b, p in usable if b != "pytorch"]
         for key, reason in skipped.items():
             reporter.note(f"skipping {key}: {reason}")
-        self.runtimes = sorted({REFERENCE_RUNTIME, *(runtime_key(b, p) for b, p in usable)})
+        self.runtimes = sorted({exp.baseline_runtime, *(runtime_key(b, p) for b, p in usable)})
         self.accuracy_spec = exp.accuracy.spec()
         self.accuracy_samples = load_samples(source, exp)[: exp.accuracy.samples]
         self._reference: list[dict[str, np.ndarray]] | None = None
@@ -160,7 +164,8 @@ class Objective:
                 if key in previous.user_attrs:
                     trial.set_user_attr(key, previous.user_attrs[key])
             trial.set_user_attr("repeat_of", previous.number)
-            self._constrain(trial, previous.values[1])
+            self._constrain(trial, previous.values[1],
+                            previous.user_attrs.get("server_metrics", {}).get("gpu_memory_gb"))
             return tuple(previous.values)
         try:
             return self._measure(trial, candidate)
@@ -176,7 +181,7 @@ class Objective:
             trial.set_user_attr("server_restarted", True)
             self.server.start()
         self._deploy(trial, candidate)
-        if key != REFERENCE_RUNTIME:
+        if key != REFERENCE_RUNTIME:  # every other runtime and precision is checked against it
             self._check_accuracy(trial, key)
         return self._load_test(trial, candidate)
 
@@ -245,22 +250,27 @@ class Objective:
             with sampler:
                 measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)
             trial.set_user_attr("unstable", True)
-        trial.set_user_attr("server_metrics", sampler.result().as_dict())
+        metrics = sampler.result()
+        trial.set_user_attr("server_metrics", metrics.as_dict())
         trial.set_user_attr("measure_s", round(time.monotonic() - started, 3))
         trial.set_user_attr("measurement", measurement.as_dict())
-        self._constrain(trial, measurement.p99_ms)
+        self._constrain(trial, measurement.p99_ms, metrics.gpu_memory_gb)
         return measurement.throughput, measurement.p99_ms
 
-    def _constrain(self, trial: optuna.Trial, p99_ms: float) -> None:
-        """The SLA as an Optuna constraint (feasible when <= 0), so the sampler steers toward it."""
+    def _constrain(self, trial: optuna.Trial, p99_ms: float, gpu_memory_gb: float | None) -> None:
+        """The SLA and the GPU memory cap as Optuna constraints (feasible when <= 0), so the
+        sampler steers toward configurations that meet them."""
         if self.exp.max_p99_ms:
             trial.set_constraint("p99_over_sla_ms", p99_ms - self.exp.max_p99_ms)
+        if self.exp.max_gpu_mem_gb and gpu_memory_gb is not None:
+            trial.set_constraint("gpu_memory_over_gb", gpu_memory_gb - self.exp.max_gpu_mem_gb)
 
 
 def enqueue_baseline(study: optuna.Study, exp: Experiment, batched: bool) -> None:
     """Triton's default config goes first, at each baseline concurrency: the bar to beat."""
     for concurrency in exp.baseline_concurrency:
-        study.enqueue_trial(triton_default_params(concurrency, batched), user_attrs={"baseline": True},
+        study.enqueue_trial(triton_default_params(concurrency, batched, exp.baseline_runtime),
+                            user_attrs={"baseline": True},
                             skip_if_exists=True)
 
 

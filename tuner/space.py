@@ -27,6 +27,7 @@ class Candidate:
     backend: str = "onnxruntime"
     precision: str = "fp32"
     kind: str = "KIND_CPU"
+    gpus: str = "all"  # KIND_GPU: "all" (count instances on every GPU) or device ids "0,1"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,14 +66,19 @@ def suggest(trial: optuna.Trial, space: Space, batched: bool = True,
         concurrency=pick("concurrency", space.concurrency),
         backend=backend,
         precision=precision,
-        kind=backends.get(backend).default_kind,
+        kind=(kind := backends.get(backend).default_kind),
+        gpus=pick("gpus", space.gpus) if kind == "KIND_GPU" else "all",
     )
 
 
-def triton_default_params(concurrency: int, batched: bool = True) -> dict:
-    """Triton's default deployment: one instance, no dynamic batching, runtime default threads,
-    max_batch_size 4 (tritonserver's --backend-config default-max-batch-size), no warmup."""
-    params = {"runtime": REFERENCE_RUNTIME, "instances": 1, "threads": 0, "warmup": False, "concurrency": concurrency}
+def triton_default_params(concurrency: int, batched: bool = True, runtime: str = REFERENCE_RUNTIME) -> dict:
+    """Triton's default deployment: one instance (per GPU), no dynamic batching, runtime default
+    threads, max_batch_size 4 (tritonserver's --backend-config default-max-batch-size), no warmup."""
+    from tuner import backends
+
+    params = {"runtime": runtime, "instances": 1, "threads": 0, "warmup": False, "concurrency": concurrency}
+    if backends.get(runtime.split(":")[0]).default_kind == "KIND_GPU":
+        params["gpus"] = "all"
     if batched:
         params |= {"max_batch_size": 4, "dynamic_batching": False}
     return params

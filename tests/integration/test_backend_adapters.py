@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper, numpy_helper
 
 from tuner import accuracy, backends, client
-from tuner.render import _env, parse, warmups_for
+from tuner.render import render
 from tuner.server import ModelPackage
 from tuner.server.local import LocalServer
 from tuner.signature import read_signature
@@ -23,13 +23,7 @@ CASES = [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8
 
 
 def render_adapter(name, signature, candidate, sample, ragged_outputs=None) -> str:
-    """What tuner.render.render does, with the template family and variables of the backend."""
-    backend = backends.get(candidate.backend)
-    text = _env.get_template(f"{backend.family}.adapter.pbtxt.j2").render(
-        name=name, signature=signature, c=candidate, warmups=warmups_for(candidate, signature, sample),
-        **backends.template_variables(candidate, "adapter", ragged_outputs))
-    parse(text)
-    return text
+    return render("adapter", name, signature, candidate, sample, ragged_outputs)
 
 
 def candidate(backend: str, precision: str) -> Candidate:

@@ -55,3 +55,23 @@ def test_a_padded_ragged_batch_equals_each_utterance_alone(wenet_tiny, tmp_path)
         assert outputs["encoder_out"].shape[1] == valid
         for name in ("encoder_out", "ctc_log_probs", "beam_log_probs"):
             np.testing.assert_allclose(outputs[name][0, :valid], expected[name][0, :valid], rtol=1e-4, atol=1e-4)
+
+
+def test_the_pytorch_adapter_serves_the_same_model_as_the_onnx_export(wenet_tiny, tmp_path):
+    """The GPU backend's adapter, run here on a CPU instance: the zoo's PyTorch definition gives
+    the exported ONNX model's outputs (on a GPU the same code runs on the instance's device)."""
+    source = wenet_tiny
+    samples = source.sample_inputs(np.random.default_rng(5), 3)
+    candidate = Candidate(instances=1, max_batch_size=4, dynamic_batching=False, max_queue_delay_us=0,
+                          preferred_batch=False, threads=1, warmup=False, concurrency=1,
+                          backend="pytorch", precision="fp32", kind="KIND_CPU")
+    pytorch = backends.get("pytorch")
+    artifact = pytorch.prepare(source.onnx_path, "fp32", tmp_path / "artifacts", torch_module=source.torch_module)
+    config = render("adapter", source.name, source.signature, candidate, samples[0], source.ragged_outputs)
+    with LocalServer(tmp_path / "repo", tmp_path / "server.log") as server:
+        server.load(ModelPackage(source.name, config, pytorch.adapter_files(artifact)))
+        for sample in samples:
+            served = client.infer(server.grpc_url, source.name, source.signature, sample)
+            expected = _alone(source, sample)
+            np.testing.assert_array_equal(served["encoder_out_lens"].reshape(-1), expected["encoder_out_lens"])
+            np.testing.assert_allclose(served["ctc_log_probs"], expected["ctc_log_probs"], rtol=1e-4, atol=1e-4)

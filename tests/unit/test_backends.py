@@ -12,7 +12,8 @@ import pytest
 from tuner import backends
 from tuner.backends import _base, onnxruntime as ort_backend, tensorrt
 from tuner.errors import TrialError, TunerError
-from tuner.render import _env, parse, warmups_for
+from tuner.render import parse
+from tuner.render import render as render_config
 from tuner.signature import Signature, Tensor
 from tuner.space import Candidate
 
@@ -35,11 +36,7 @@ def candidate(backend="onnxruntime", precision="fp32", **changes) -> Candidate:
 
 
 def render(form: str, c: Candidate, ragged_outputs=None):
-    """Render and parse the way tuner.render will once it looks templates up by backend family."""
-    template = _env.get_template(f"{backends.get(c.backend).family}.{form}.pbtxt.j2")
-    text = template.render(name="m", signature=SPEECH, c=c, warmups=warmups_for(c, SPEECH, SAMPLE),
-                           **backends.template_variables(c, form, ragged_outputs))
-    return parse(text)
+    return parse(render_config(form, "m", SPEECH, c, SAMPLE, ragged_outputs))
 
 
 # --- registry and availability ------------------------------------------------------------------
@@ -66,7 +63,8 @@ def test_unavailable_reasons_name_what_is_missing():
         assert "onnxruntime-openvino" in backends.get("onnxruntime-openvino").unavailable_reason()
     if importlib.util.find_spec("tensorrt") is None:
         assert "TensorRT is not installed" in backends.get("tensorrt").unavailable_reason()
-    assert backends.get("pytorch").unavailable_reason() is not None  # never measured until it can run
+    if importlib.util.find_spec("torch") is None or not __import__("torch").cuda.is_available():
+        assert backends.get("pytorch").unavailable_reason() is not None  # GPU only
 
 
 def test_openvino_reports_hints_this_cpu_would_silently_run_in_f32(monkeypatch):
@@ -148,11 +146,19 @@ def test_tensorrt_and_pytorch_native_configs():
     assert plan.platform == "tensorrt_plan" and plan.instance_group[0].kind == plan.instance_group[0].KIND_GPU
     lengths = plan.input[1]
     assert list(lengths.dims) == [1] and list(lengths.reshape.shape) == []
-    torch = render("native", candidate("pytorch", "fp16"))
-    assert torch.platform == "pytorch_libtorch"
-    assert [i.name for i in torch.input] == ["speech", "speech_lengths"]  # forward() argument names
-    assert torch.parameters["INFERENCE_MODE"].string_value == "true"
-    assert torch.parameters["INTRA_OP_THREAD_COUNT"].string_value == "2"
+    # tuner does not TorchScript the zoo modules: the pytorch backend is measured and exported as
+    # the python-backend adapter, and asking for its native form says so.
+    with pytest.raises(TunerError, match="--form adapter"):
+        render("native", candidate("pytorch", "fp16"))
+
+
+def test_pytorch_adapter_runs_on_the_gpus_asked_for():
+    config = render("adapter", candidate("pytorch", "bf16", gpus="0,1"))
+    assert config.backend == "python" and config.parameters["precision"].string_value == "bf16"
+    group = config.instance_group[0]
+    assert group.kind == group.KIND_GPU and list(group.gpus) == [0, 1] and group.count == 2
+    everywhere = render("adapter", candidate("pytorch", "fp32")).instance_group[0]
+    assert list(everywhere.gpus) == []  # count instances on every GPU
 
 
 def test_native_model_files_are_named_as_each_triton_backend_expects(tmp_path):
@@ -160,7 +166,7 @@ def test_native_model_files_are_named_as_each_triton_backend_expects(tmp_path):
     assert backends.get("openvino").native_files(artifact) == {"1/model.xml": artifact, "1/model.bin": tmp_path / "model.bin"}
     assert list(backends.get("onnxruntime-cuda").native_files(tmp_path / "a.onnx")) == ["1/model.onnx"]
     assert list(backends.get("tensorrt").native_files(tmp_path / "a.plan")) == ["1/model.plan"]
-    assert list(backends.get("pytorch").native_files(tmp_path / "a.pt")) == ["1/model.pt"]
+    assert backends.get("pytorch").adapter_files(tmp_path / "model.json")["1/model.py"].name == "pytorch_model.py"
 
 
 # --- adapter configs and files ----------------------------------------------------------------
@@ -277,9 +283,11 @@ def test_tensorrt_builds_an_fp16_engine(mlp_onnx, tmp_path):
     assert plan.name == "model.plan" and plan.stat().st_size > 0
 
 
-def test_pytorch_never_pretends_to_prepare(mlp_onnx, tmp_path):
-    with pytest.raises(TrialError, match="no TorchScript export"):
+def test_pytorch_needs_the_models_pytorch_definition(mlp_onnx, tmp_path):
+    with pytest.raises(TrialError, match="built-in models only"):
         backends.get("pytorch").prepare(mlp_onnx, "fp16", tmp_path)
+    artifact = backends.get("pytorch").prepare(mlp_onnx, "fp16", tmp_path, torch_module="tuner.zoo.wenet:wenet-tiny")
+    assert json.loads(artifact.read_text()) == {"torch_module": "tuner.zoo.wenet:wenet-tiny"}
 
 
 def test_int8_for_tensorrt_needs_calibration(mlp_onnx, tmp_path):

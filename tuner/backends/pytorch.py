@@ -1,26 +1,31 @@
-"""PyTorch (Triton's libtorch backend, TorchScript model.pt) on GPU: declared, not yet runnable.
+"""PyTorch on GPU: the model's own PyTorch definition run in fp32, fp16 or bf16 on the instance's GPU.
 
-An ONNX model cannot be turned back into a torch module, so this backend needs the source model's
-TorchScript export, which tuner does not produce yet (the GPU work adds it for zoo models). Until
-then it reports itself unavailable with the reason and never yields a measurement. The native
-config it would export is real: `platform: "pytorch_libtorch"`, inputs named after forward()'s
-arguments, outputs in the order forward() returns them (Triton's STRICT_CONFIG_ORDERING).
+An ONNX file cannot be turned back into a torch module, so this backend serves models whose
+PyTorch definition tuner has: the zoo models (`ModelSource.torch_module`, e.g.
+"tuner.zoo.wenet:wenet", whose `serving_module(name)` builds the very module the ONNX file was
+exported from, same seeded weights). The artifact is a small JSON file naming that definition;
+the python-backend adapter (templates/python/pytorch_model.py) builds the module, moves it to
+the GPU Triton assigned the instance, and casts it to the precision.
+
+Native form: Triton's pytorch backend runs TorchScript (`platform: "pytorch_libtorch"`, model.pt);
+tuner does not script the zoo modules, so export this backend with `--form adapter`.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tuner.backends._base import Backend
+from tuner.backends._base import PYTHON_DIR, Backend, cached_artifact
 from tuner.errors import TrialError
 
 if TYPE_CHECKING:
     from tuner.space import Candidate
 
-NOT_YET = "tuner has no TorchScript export of the source model yet (an ONNX file cannot be turned back into torch)"
+NEEDS_DEFINITION = "pytorch needs the model's PyTorch definition: built-in models only (e.g. wenet)"
 
 
 @functools.cache
@@ -35,11 +40,29 @@ def _cuda_reason() -> str | None:
 
 
 def _check(kind: str, precision: str) -> str | None:
-    return _cuda_reason() or NOT_YET
+    if precision == "bf16" and _cuda_reason() is None:
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            return "this GPU has no bf16"
+    return _cuda_reason()
 
 
-def prepare(onnx_path: Path, precision: str, cache_dir: Path, calibration_samples=(), **_: object) -> Path:
-    raise TrialError(f"pytorch: {NOT_YET}")
+def prepare(onnx_path: Path, precision: str, cache_dir: Path, calibration_samples=(), *,
+            torch_module: str | None = None, **_: object) -> Path:
+    if torch_module is None:
+        raise TrialError(NEEDS_DEFINITION)
+    settings = {"backend": "pytorch", "precision": precision, "torch_module": torch_module}
+
+    def write(folder: Path) -> dict:
+        (folder / "model.json").write_text(json.dumps({"torch_module": torch_module}))
+        return {}
+
+    return cached_artifact(onnx_path, cache_dir, settings, "model.json", write)
+
+
+def _adapter_parameters(candidate: Candidate) -> dict[str, str]:
+    return {"model_file": "model.json", "precision": candidate.precision}
 
 
 def _native_parameters(candidate: Candidate) -> dict[str, str]:
@@ -52,9 +75,10 @@ def _native_parameters(candidate: Candidate) -> dict[str, str]:
 BACKENDS = (
     Backend(
         name="pytorch", family="pytorch", triton_backend="pytorch",
-        precisions=("fp32", "fp16", "bf16"), native_precisions=("fp32", "fp16", "bf16"),
+        precisions=("fp32", "fp16", "bf16"), native_precisions=(),
         kinds=("KIND_GPU",), check=_check, prepare=prepare,
-        native_files=lambda artifact: {"1/model.pt": artifact},
-        adapter_model_file=None, adapter_parameters=lambda c: {}, native_parameters=_native_parameters,
+        native_files=lambda artifact: {"1/model.json": artifact},
+        adapter_model_file=PYTHON_DIR / "pytorch_model.py",
+        adapter_parameters=_adapter_parameters, native_parameters=_native_parameters,
     ),
 )

@@ -30,6 +30,8 @@ class ZooModel:
     # Outputs whose time axis (axis 1, counting the batch axis) is padded in a ragged batch,
     # mapped to the output that holds each item's valid length along that axis.
     ragged_outputs: dict[str, str] = field(hash=False)
+    # "module:name" whose `serving_module(name)` builds the same model in PyTorch (the pytorch backend).
+    torch_module: str | None = None
 
 
 def _wenet_model(name: str, description: str, min_seconds: float, max_seconds: float) -> ZooModel:
@@ -48,6 +50,7 @@ def _wenet_model(name: str, description: str, min_seconds: float, max_seconds: f
         export=export,
         sample_inputs=sample,
         ragged_outputs={output: "encoder_out_lens" for output in padded},
+        torch_module=f"tuner.zoo.wenet:{name}",
     )
 
 

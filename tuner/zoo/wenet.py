@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump whenever the model code or the export settings change: it is part of the cache key.
-EXPORTER_VERSION = "tuner-wenet-onnx-1"
+EXPORTER_VERSION = "tuner-wenet-onnx-2"
 # The dynamo exporter emits opset 18 natively; onnxruntime >= 1.14 runs it.
 OPSET = 18
 FEATURE_DIM = 80  # log-mel fbank bins
@@ -236,20 +236,22 @@ def _nn() -> SimpleNamespace:
     import torch
     from torch import nn
 
-    def sinusoid(frames: int, d_model: int) -> torch.Tensor:
-        """WeNet's sinusoidal table rows 0..frames-1, shape (1, frames, d_model).
+    def sinusoid(frames: int, d_model: int, like: torch.Tensor) -> torch.Tensor:
+        """WeNet's sinusoidal table rows 0..frames-1, shape (1, frames, d_model), on ``like``'s
+        device and in its dtype (the module also runs on GPU in fp16 / bf16).
 
         Computed on the fly rather than sliced from a 5000-row buffer: the ONNX graph then has
         no length limit and no 5 MB constant.
         """
-        position = torch.arange(frames, dtype=torch.float32).unsqueeze(1)
+        position = torch.arange(frames, dtype=torch.float32, device=like.device).unsqueeze(1)
         div_term = torch.exp(
-            torch.arange(0, d_model, 2, dtype=torch.float32) * -(math.log(10000.0) / d_model)
+            torch.arange(0, d_model, 2, dtype=torch.float32, device=like.device)
+            * -(math.log(10000.0) / d_model)
         )
         angles = position * div_term
         # Interleave so that pe[:, 0::2] = sin and pe[:, 1::2] = cos, as WeNet fills its table.
         pe = torch.stack((torch.sin(angles), torch.cos(angles)), dim=-1).reshape(frames, d_model)
-        return pe.unsqueeze(0)
+        return pe.unsqueeze(0).to(like.dtype)
 
     def length_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
         """(B, frames) bool, True on valid frames (WeNet's ``~make_pad_mask``)."""
@@ -294,13 +296,13 @@ def _nn() -> SimpleNamespace:
             self.xscale = math.sqrt(d_model)
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return x * self.xscale, sinusoid(x.size(1), self.d_model)
+            return x * self.xscale, sinusoid(x.size(1), self.d_model, x)
 
     class PositionalEncoding(RelPositionalEncoding):
         """Absolute sinusoidal encoding added to the input (the decoder's)."""
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-            return x * self.xscale + sinusoid(x.size(1), self.d_model)
+            return x * self.xscale + sinusoid(x.size(1), self.d_model, x)
 
     class PositionwiseFeedForward(nn.Module):
         """Linear -> activation -> linear."""
@@ -839,3 +841,11 @@ def _check_decoder(decoder: torch.nn.Module, cfg: WenetConfig, path: Path) -> No
         expected = decoder(*inputs).numpy()
     got = _session(path).run(None, dict(zip(DECODER_INPUTS, (t.numpy() for t in inputs))))[0]
     np.testing.assert_array_equal(got, expected, err_msg="decoder best_index")
+
+
+def serving_module(name: str) -> tuple[torch.nn.Module, dict[str, int], tuple[str, ...]]:
+    """The encoder of ``name`` as the PyTorch runtime adapter serves it: the same module (same
+    seeded weights) the ONNX file is exported from, its input ranks and its outputs in forward()
+    order. Used by templates/python/pytorch_model.py inside the server."""
+    encoder, _ = build(name)
+    return encoder, {"speech": 3, "speech_lengths": 1}, ENCODER_OUTPUTS
