@@ -122,6 +122,27 @@ def export(
 
 
 @app.command()
+def report(
+    study: str = typer.Option(..., help="Study to report on."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///results/tuner.db)."),
+    max_p99_ms: Optional[float] = typer.Option(None, help="SLA in ms (default: the study's)."),
+) -> None:
+    """Print a study's results: best trials, best per backend and precision, tuned against default."""
+    from tuner import results, search as search_mod
+    from tuner.report import runtime_table
+
+    try:
+        study_obj = search_mod.open_study(experiment.build({"model": "-", "storage": storage}), study, create=False)
+    except TunerError as exc:
+        _fail(str(exc))
+    sla = max_p99_ms if max_p99_ms is not None else study_obj.user_attrs.get("max_p99_ms")
+    frame = results.trials_frame(study_obj)
+    console.print(results_table(frame, sla))
+    console.print(runtime_table(frame, sla))
+    console.print(summary(frame, sla), highlight=False)
+
+
+@app.command()
 def dashboard(
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///results/tuner.db)."),
     port: int = typer.Option(8501, help="Port to serve on (bound to 127.0.0.1)."),

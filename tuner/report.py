@@ -121,3 +121,25 @@ def summary(frame: pd.DataFrame, max_p99_ms: float | None) -> str:
     else:
         lines.append("default: no default-config trial " + ("meets the SLA" if max_p99_ms else "completed"))
     return "\n".join(lines)
+
+
+def _fmt(value, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None or pd.isna(value) else format(value * scale, spec)
+
+
+def runtime_table(frame: pd.DataFrame, max_p99_ms: float | None) -> Table:
+    """Best trial under the SLA per backend and precision, with utilisation and accuracy figures."""
+    per_runtime = results.best_per_runtime(frame, max_p99_ms)
+    default = results.best(frame, max_p99_ms, baseline=True)
+    table = Table(title="Best per backend and precision" + (f" (p99 <= {max_p99_ms} ms)" if max_p99_ms else ""))
+    for col in ("backend", "precision", "trials", "failed", "rejected", "best", "infer/s", "p99 ms", "vs default",
+                "CPU %", "GPU %", "GPU GiB", "max rel err", "CTC agree"):
+        table.add_column(col, justify="left" if col in ("backend", "precision") else "right")
+    for _, r in per_runtime.iterrows():
+        ratio = "-" if default is None or pd.isna(r.throughput) else f"{r.throughput / default.throughput:.2f}x"
+        table.add_row(r.backend, r.precision, str(r.trials), str(r.failed), str(r.rejected),
+                      "-" if pd.isna(r.best_trial) else str(int(r.best_trial)), _fmt(r.throughput, ".1f"),
+                      _fmt(r.p99_ms, ".1f"), ratio, _fmt(r.cpu_utilization, ".0f", 100),
+                      _fmt(r.gpu_utilization, ".0f", 100), _fmt(r.gpu_memory_gb, ".2f"),
+                      _fmt(r.max_rel_error, ".2e"), _fmt(r.ctc_agreement, ".3f"))
+    return table

@@ -7,6 +7,7 @@ import pandas as pd
 
 KNOBS = ["backend", "precision", "instances", "max_batch_size", "dynamic_batching", "max_queue_delay_us",
          "preferred_batch", "threads", "warmup", "concurrency"]
+METRICS = ["cpu_utilization", "gpu_utilization", "gpu_memory_gb", "gpu_power_w"]
 FIGURES = ["throughput", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "queue_ms", "compute_input_ms",
            "compute_infer_ms", "compute_output_ms"]
 
@@ -20,11 +21,18 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row |= {k: attrs.get("candidate", {}).get(k) for k in KNOBS}
         measurement = attrs.get("measurement", {})
         row |= {k: measurement.get(k) for k in FIGURES}
-        row |= {k: attrs.get(k) for k in ("load_s", "first_request_ms", "measure_s", "repeat_of", "error")}
+        checked = attrs.get("accuracy", {})
+        errors = [v for v in (checked.get("max_rel_error") or {}).values() if v is not None]
+        row["max_rel_error"] = max(errors) if errors else None
+        row["ctc_agreement"] = checked.get("ctc_agreement")
+        metrics = attrs.get("server_metrics", {})
+        row |= {k: metrics.get(k) for k in METRICS}
+        row |= {k: attrs.get(k) for k in ("load_s", "first_request_ms", "measure_s", "repeat_of", "error", "rejected")}
         row["duration_s"] = t.duration.total_seconds() if t.duration else None
         rows.append(row)
-    columns = ["number", "state", "baseline", *KNOBS, *FIGURES, "load_s", "first_request_ms", "measure_s",
-               "repeat_of", "error", "duration_s"]
+    columns = ["number", "state", "baseline", *KNOBS, *FIGURES, *METRICS, "max_rel_error", "ctc_agreement",
+               "load_s", "first_request_ms",
+               "measure_s", "repeat_of", "error", "rejected", "duration_s"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -53,3 +61,21 @@ def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
             front.append(index)
             best_throughput = row.throughput
     return done.loc[front]
+
+
+def best_per_runtime(frame: pd.DataFrame, max_p99_ms: float | None = None) -> pd.DataFrame:
+    """For each backend and precision tried: its best trial under the SLA (None where none meets it),
+    with how many trials ran, failed, or were rejected by the accuracy guard."""
+    rows = []
+    for (backend, precision), group in frame.dropna(subset=["backend"]).groupby(["backend", "precision"]):
+        chosen = best(group, max_p99_ms)
+        rows.append({
+            "backend": backend, "precision": precision, "trials": len(group),
+            "failed": int((group.state == "FAIL").sum()), "rejected": int(group.rejected.notna().sum()),
+            "best_trial": None if chosen is None else int(chosen.number),
+            **{k: (None if chosen is None else chosen[k]) for k in ("throughput", "p99_ms", *METRICS)},
+            # The accuracy guard's figures are per runtime: any checked trial of the group has them.
+            "max_rel_error": group.max_rel_error.dropna().max() if group.max_rel_error.notna().any() else None,
+            "ctc_agreement": group.ctc_agreement.dropna().min() if group.ctc_agreement.notna().any() else None,
+        })
+    return pd.DataFrame(rows).sort_values("throughput", ascending=False, na_position="last") if rows else pd.DataFrame()
