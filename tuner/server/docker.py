@@ -196,7 +196,9 @@ class DockerServer(LocalServer):
                 raise TunerError(f"tritonserver in {self.image} exited with code {code} at start; its log "
                                  f"{self.log_path} ends with:\n{log_tail(self.log_path)}")
             try:
-                if self._client(2.0).is_server_live():
+                with self._client() as client:
+                    live = client.is_server_live(client_timeout=2.0)
+                if live:
                     return
             except Exception:  # connection refused while it starts
                 pass

@@ -11,9 +11,10 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-import tritonclient.http as httpclient
+import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tuner import tools
@@ -84,8 +85,15 @@ class LocalServer:
         self._wait_live()
         return self
 
-    def _client(self, timeout: float = 10.0) -> httpclient.InferenceServerClient:
-        return httpclient.InferenceServerClient(self.http_url, connection_timeout=timeout, network_timeout=timeout)
+    @contextmanager
+    def _client(self):
+        """A short-lived gRPC client (gRPC: the HTTP client needs gevent, which GPU images lack);
+        closed at once so no connection holds up the server's shutdown."""
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            yield client
+        finally:
+            client.close()
 
     def _wait_live(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -94,8 +102,9 @@ class LocalServer:
                 raise TunerError(f"tritonserver exited with code {self.process.returncode} at start; "
                                  f"its log {self.log_path} ends with:\n{log_tail(self.log_path)}")
             try:
-                if self._client(2.0).is_server_live():
-                    return
+                with self._client() as client:
+                    if client.is_server_live(client_timeout=2.0):
+                        return
             except Exception:  # connection refused while it starts
                 pass
             time.sleep(0.2)
@@ -106,7 +115,8 @@ class LocalServer:
         return tools.server_backends(tools.require_tritonserver())
 
     def metadata(self) -> dict:
-        return self._client().get_server_metadata()
+        with self._client() as client:
+            return client.get_server_metadata(as_json=True)
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -114,7 +124,8 @@ class LocalServer:
     def load(self, package: ModelPackage) -> None:
         stage(self.repository, package)
         try:
-            self._client(self.load_timeout_s).load_model(package.name, config=to_json(package.config_pbtxt))
+            with self._client() as client:
+                client.load_model(package.name, config=to_json(package.config_pbtxt), client_timeout=self.load_timeout_s)
         except InferenceServerException as exc:
             raise TrialError(f"tritonserver refused to load the candidate: {exc.message()}") from None
         except Exception as exc:  # timeouts, broken connection when the server dies mid-load
@@ -122,7 +133,8 @@ class LocalServer:
 
     def unload(self, name: str) -> None:
         try:
-            self._client().unload_model(name)
+            with self._client() as client:
+                client.unload_model(name)
         except Exception:  # unloading a model that failed to load is not an error worth reporting
             pass
 
