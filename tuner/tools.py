@@ -59,10 +59,10 @@ def server_env() -> dict[str, str]:
     env = dict(os.environ)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
-    site = sysconfig.get_paths()["purelib"]
-    # The checkout itself too: the pytorch adapter imports tuner's model definitions (tuner.zoo).
+    # The stub imports exactly what this process imports (same order, .pth entries included), and
+    # the checkout itself: the pytorch adapter imports tuner's model definitions (tuner.zoo).
     checkout = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (site, checkout, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join([checkout, *(p for p in sys.path if p and os.path.exists(p))])
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
     return env
 

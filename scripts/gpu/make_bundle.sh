@@ -52,4 +52,9 @@ tar -C "$tmp/tools" -cJf "$OUT/tools.tar.xz" .
   "pydantic-core==$("$VENV/bin/python" -c 'import pydantic_core; print(pydantic_core.__version__)')" \
   annotated-types typing-inspection typing-extensions annotated-doc \
   python-rapidjson
+# numpy 1.x for the python backend stub: tritonserver 2.51's stub returned empty output tensors
+# with the GPU image's numpy 2.5 (seen on an H200); tuner runs from a venv that puts it first.
+mkdir -p "$OUT/stub-wheels"
+"$VENV/bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$OUT/stub-wheels" numpy==1.26.4
 du -sh "$OUT"/*
