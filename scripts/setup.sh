@@ -13,16 +13,16 @@ PYTRITON_VERSION=0.7.0
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-# Debian packages: libb64 for perf_analyzer.
+# Debian packages: libb64 for perf_analyzer; chromium for the dashboard's browser test.
 need_apt=()
-for pkg in libb64-0d; do
+for pkg in libb64-0d chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 # Python environment; reinstalled only when pyproject.toml changes.
