@@ -5,7 +5,7 @@
 #      packages the python-backend adapters import (onnxruntime, at the version in .venv)
 #      installed into it; cached as a tarball in $TUNER_CACHE_DIR;
 #   2. `docker import` of that tarball as the base image;
-#   3. `docker build` of docker/tritonserver.Dockerfile on it, copying in the tritonserver that
+#   3. `docker build` of scripts/tritonserver.Dockerfile on it, copying in the tritonserver that
 #      scripts/setup.sh unpacked into .venv/opt/pytriton (its 3.11 python stub included).
 # Nothing is done when the image exists (built from the same packages); with the tarball cached a
 # rebuild takes seconds.
@@ -88,7 +88,7 @@ fi
 log "docker build $TAG"
 # The classic builder: it needs no buildx plugin, and the build has no RUN step that would need BuildKit.
 build_log=$(mktemp)
-DOCKER_BUILDKIT=0 docker build -f docker/tritonserver.Dockerfile --build-arg "BASE=$BASE" --label "tuner.rootfs=$key" \
+DOCKER_BUILDKIT=0 docker build -f scripts/tritonserver.Dockerfile --build-arg "BASE=$BASE" --label "tuner.rootfs=$key" \
   -t "$TAG" "$SERVER_ROOT" \
   >"$build_log" 2>&1 || { tail -n 20 "$build_log" >&2; rm -f "$build_log"; die "docker build failed (log above)"; }
 rm -f "$build_log"
