@@ -47,7 +47,7 @@ class RichReporter:
         self.task = self.progress.add_task(self._best_text(), total=total, completed=done)
 
     def note(self, message: str) -> None:
-        console.print(f"[yellow]{message}[/]", highlight=False)
+        console.print(f"[dim]{message}[/]", highlight=False)
 
     def trial_started(self, number: int, candidate: Candidate) -> None:
         console.print(f"[dim]trial {number}: {describe(candidate)}[/]")

@@ -276,6 +276,7 @@ def enqueue_baseline(study: optuna.Study, exp: Experiment, batched: bool) -> Non
 
 def run(exp: Experiment, reporter: Reporter) -> optuna.Study:
     """Search until the study holds `exp.trials` finished trials (or the timeout)."""
+    reporter.note(f"preparing {exp.model} (a built-in model is exported to ONNX once, then cached)")
     source = model_source.resolve(exp.model, exp.results_dir / "cache")
     study_name = exp.study or source.name
     study = open_study(exp, study_name)
