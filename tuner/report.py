@@ -61,7 +61,8 @@ class RichReporter:
             ok = "" if not self.max_p99_ms or m["p99_ms"] <= self.max_p99_ms else " [yellow](over SLA)[/]"
             console.print(f"  -> {m['throughput']:.1f} infer/s, p99 {m['p99_ms']:.1f} ms{ok}  [dim]({timing})[/]")
         else:
-            console.print(f"  -> [red]{trial.state.name}[/]: {attrs.get('error', 'no reason recorded')}")
+            state = "REJECTED" if "rejected" in attrs else trial.state.name
+            console.print(f"  -> [red]{state}[/]: {attrs.get('error', 'no reason recorded')}")
         self._note(trial)
         if self.task is not None:
             self.progress.update(self.task, advance=1, description=self._best_text())
@@ -109,7 +110,9 @@ def summary(frame: pd.DataFrame, max_p99_ms: float | None) -> str:
     tuned = results.best(frame, max_p99_ms)
     default = results.best(frame, max_p99_ms, baseline=True)
     failed = int((frame.state == "FAIL").sum())
-    lines = [f"{len(frame)} trials: {len(results.completed(frame))} completed, {failed} failed"]
+    rejected = int(frame.rejected.notna().sum())
+    lines = [f"{len(frame)} trials: {len(results.completed(frame))} completed, {failed} failed"
+             + (f", {rejected} rejected by the accuracy guard" if rejected else "")]
     if tuned is None:
         lines.append("no completed trial meets the SLA" if max_p99_ms else "no completed trial")
         return "\n".join(lines)

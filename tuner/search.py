@@ -223,9 +223,13 @@ class Objective:
             self._reject(trial, verdict)
 
     def _reject(self, trial: optuna.Trial, verdict: dict) -> None:
+        """An inaccurate candidate is never measured and never best. It ends PRUNED rather than
+        FAIL: TPE counts pruned trials as worse than every completed one and steers away from
+        the runtime, where it would ignore a failed trial and keep proposing it."""
         trial.set_user_attr("accuracy", verdict)
         trial.set_user_attr("rejected", verdict["reason"])
-        raise TrialError(f"accuracy check failed: {verdict['reason']}")
+        trial.set_user_attr("error", f"accuracy check failed: {verdict['reason']}")
+        raise optuna.TrialPruned(f"accuracy check failed: {verdict['reason']}")
 
     def _load_test(self, trial: optuna.Trial, candidate: Candidate) -> tuple[float, float]:
         """perf_analyzer at the candidate's concurrency, with server metrics sampled meanwhile."""
@@ -240,12 +244,16 @@ class Objective:
         try:
             with sampler:
                 measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)
-        except perf_analyzer.UnstableMeasurement:
-            # Keep the candidate rather than lose it to noise: three more windows, no stability
-            # requirement, and the trial is flagged so the figures are read with care.
+        except (perf_analyzer.UnstableMeasurement, perf_analyzer.WindowTooShort) as exc:
+            # Keep the candidate rather than lose it to noise or to requests slower than a window:
+            # three more windows (4x longer if none completed), no stability requirement, and the
+            # trial is flagged so its figures are read with care.
             loose = spec.model_copy(update={"stability_percent": 1000.0, "max_windows": 3})
+            if isinstance(exc, perf_analyzer.WindowTooShort):
+                loose = loose.model_copy(update={"interval_ms": spec.interval_ms * 4})
             cmd = perf_analyzer.command(self.source.name, self.server.grpc_url, candidate.concurrency, loose,
                                         csv_path, self.ws.input_data)
+            trial.set_user_attr("perf_analyzer_cmd", perf_analyzer.as_shell(cmd))
             sampler = MetricsSampler(self.server.metrics_url)
             with sampler:
                 measurement = perf_analyzer.measure(cmd, csv_path, spec.timeout_s)

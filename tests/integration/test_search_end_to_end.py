@@ -96,3 +96,31 @@ def test_candidates_the_server_cannot_load_are_failed_trials_with_reasons(tmp_pa
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # the search went on after the first
     assert all("refused to load" in t.user_attrs["error"] for t in study.trials)
     assert "0 completed, 2 failed" in result.output
+
+
+def test_an_inaccurate_runtime_is_rejected_with_its_figures_and_never_best(tmp_path, mlp_onnx):
+    # int8 loses a few percent of the output range on this MLP; a 1e-4 limit must reject it.
+    spec = write_experiment(tmp_path / "exp.yaml", results_dir=str(tmp_path / "results"), trials=4,
+                            space={"precisions": ["fp32", "int8"], "instances": [1], "max_batch_size": [4],
+                                   "concurrency": [2], "dynamic_batching": [False], "warmup": [False],
+                                   "threads": [0]},
+                            accuracy={"max_rel_error": 1e-4})
+    storage = f"sqlite:///{tmp_path / 'results' / 'tuner.db'}"
+    study = None
+    for seed in range(5):  # the sampler must propose int8 at least once
+        result = runner.invoke(app, ["search", "--model", str(mlp_onnx), "--experiment", str(spec),
+                                     "--storage", storage, "--study", f"guard{seed}", "--seed", str(seed)])
+        assert result.exit_code == 0, result.output
+        study = optuna.load_study(study_name=f"guard{seed}", storage=storage)
+        if any(t.params.get("runtime") == "onnxruntime:int8" for t in study.trials):
+            break
+    int8 = [t for t in study.trials if t.params.get("runtime") == "onnxruntime:int8"]
+    assert int8, "no seed proposed int8"
+    for t in int8:
+        assert t.state.name == "PRUNED" and "measurement" not in t.user_attrs
+        assert t.user_attrs["accuracy"]["passed"] is False
+        assert t.user_attrs["accuracy"]["max_rel_error"]["y"] > 1e-4
+        assert "relative error" in t.user_attrs["rejected"]
+    frame = results.trials_frame(study)
+    assert results.best(frame).precision == "fp32"
+    assert "rejected by the accuracy guard" in result.output

@@ -22,6 +22,10 @@ class UnstableMeasurement(TrialError):
     """perf_analyzer's windows never agreed within the stability percentage."""
 
 
+class WindowTooShort(TrialError):
+    """No request completed within a measurement window (each takes longer than the window)."""
+
+
 @dataclass(frozen=True)
 class Measurement:
     """What perf_analyzer measured at one concurrency. Latencies in milliseconds."""
@@ -119,7 +123,8 @@ def measure(cmd: list[str], csv_path: Path, timeout_s: float) -> Measurement:
     if out.returncode != 0 or not csv_path.exists():
         lines = [l for l in (out.stdout + out.stderr).splitlines() if l.strip()]
         reason = " | ".join(lines[-3:]) or f"exit code {out.returncode}"
-        error = UnstableMeasurement if "stable measurement" in reason else TrialError
+        error = (UnstableMeasurement if "stable measurement" in reason
+                 else WindowTooShort if "No valid requests" in reason else TrialError)
         raise error(f"perf_analyzer failed: {reason}")
     return parse_csv(csv_path.read_text())
 
