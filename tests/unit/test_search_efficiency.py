@@ -1,0 +1,249 @@
+"""The search-efficiency benchmark's pure logic, on hand-made records: no server."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tuner.space import suggest, triton_default_params
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "search_efficiency.py"
+_spec = importlib.util.spec_from_file_location("search_efficiency", _PATH)
+se = importlib.util.module_from_spec(_spec)
+sys.modules["search_efficiency"] = se
+_spec.loader.exec_module(se)
+
+R = se.Record
+
+
+def test_time_to_95_is_when_the_best_so_far_first_gets_there():
+    records = [R(10, 50, 5), R(20, 80, 30), R(30, 96, 40), R(40, 99, 3)]
+    assert se.time_to_fraction(records, 100) == (30, 3)
+    # Order of the list does not matter, only the elapsed times.
+    assert se.time_to_fraction(list(reversed(records)), 100) == (30, 3)
+    # Under an SLA only the trials within it count: the 96 at p99 40 ms is over 10 ms.
+    assert se.time_to_fraction(records, 100, sla_ms=10) == (40, 4)
+    assert se.time_to_fraction(records, 100, sla_ms=1) is None
+    assert se.time_to_fraction(records, None) is None  # no grid best to compare with
+
+
+def test_failed_trials_count_as_trials_but_never_as_best():
+    records = [R(5, None, None), R(9, 95, 2)]
+    assert se.time_to_fraction(records, 100) == (9, 2)
+    assert se.best_of([R(5, None, None)]) is None
+
+
+def test_the_threshold_is_inclusive_and_configurable():
+    assert se.time_to_fraction([R(1, 95.0, 1)], 100) == (1, 1)
+    assert se.time_to_fraction([R(1, 94.9, 1)], 100) is None
+    assert se.time_to_fraction([R(1, 90, 1)], 100, fraction=0.9) == (1, 1)
+
+
+def test_final_ratio_and_best_so_far_curve():
+    records = [R(1, 60, 20), R(2, 50, 4), R(3, 70, 8), R(4, 65, 2)]
+    assert se.final_ratio(records, 100) == pytest.approx(0.7)
+    assert se.final_ratio(records, 80, sla_ms=5) == pytest.approx(65 / 80)
+    assert se.final_ratio(records, 80, sla_ms=1) == 0.0  # nothing within the SLA
+    assert se.final_ratio(records, None) is None
+    assert se.best_so_far(records) == [(1, 60), (3, 70)]
+    assert se.best_so_far(records, sla_ms=5) == [(2, 50), (4, 65)]
+
+
+def test_best_of_breaks_throughput_ties_on_p99():
+    assert se.best_of([R(1, 100, 9, number=1), R(2, 100, 3, number=2)]).number == 2
+
+
+def test_slas_are_quantiles_of_the_grids_p99s_unless_given():
+    p99s = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert se.derive_slas(p99s) == {"loose": 3.0, "tight": 2.0}
+    assert se.derive_slas(p99s, 0.9, 0.1) == {"loose": pytest.approx(4.6), "tight": pytest.approx(1.4)}
+    assert se.derive_slas(p99s, loose_ms=10.0) == {"loose": 10.0, "tight": 2.0}
+    assert se.quantile([7.0], 0.25) == 7.0
+    with pytest.raises(ValueError):
+        se.quantile([], 0.5)
+
+
+def test_busy_time_leaves_out_long_pauses_only():
+    assert se.busy_time([(0, 5), (6, 10), (12, 20)]) == 20
+    assert se.busy_time([(0, 5), (6, 10), (200, 210)], max_gap_s=60) == 20  # resumed after a pause
+    assert se.busy_time([]) == 0.0
+
+
+def test_seed_stats_treat_never_as_infinitely_late():
+    assert se.seed_stats([0.1, 0.3, 0.2]) == {"median": 0.2, "min": 0.1, "max": 0.3, "reached": 3, "seeds": 3}
+    assert se.seed_stats([0.1, None, 0.2]) == {"median": 0.2, "min": 0.1, "max": None, "reached": 2, "seeds": 3}
+    assert se.seed_stats([None, None, 0.2])["median"] is None
+    assert se.seed_stats([])["seeds"] == 0
+
+
+def test_random_search_expectation_from_the_grid():
+    grid = [R(i, t, 1) for i, t in enumerate([100, 96, 50, 40, 30, 20, 10, 5, 1])]
+    expected = se.random_search_expectation(grid, 100)
+    assert expected["good_points"] == 2 and expected["points"] == 9
+    assert expected["expected_trials"] == pytest.approx(10 / 3, abs=0.01)
+    assert expected["expected_fraction"] == pytest.approx(10 / 27, abs=1e-3)
+    assert se.random_search_expectation(grid, None) is None
+
+
+def test_revalue_uses_the_grids_figures_for_the_same_configuration():
+    grid = {("a",): R(0, 90, 5), ("b",): R(0, 50, 1)}
+    searched = [R(3, 120, 2, key=("a",)), R(4, 40, 9, key=("b",)), R(5, 70, 1, key=("c",))]
+    regraded = se.revalue(searched, grid)
+    assert [(r.elapsed_s, r.throughput, r.p99_ms) for r in regraded] == [(3, 90, 5), (4, 50, 1), (5, None, None)]
+
+
+def test_default_grid_is_648_distinct_configurations_tuner_can_ask_for():
+    space = se.benchmark_space("default")
+    points = se.grid_points(space)
+    assert len(points) == 3 * 4 * (1 + 2) * 3 * 6 == 648
+    assert len({se.params_key(p) for p in points}) == len(points)
+    candidates = set()
+    for p in points:
+        trial = optuna.trial.FixedTrial(p)
+        candidates.add(suggest(trial, space))
+        assert trial.params == p  # suggest asks for exactly these params, no more, no fewer
+    assert len(candidates) == len(points)
+    assert all("max_queue_delay_us" not in p for p in points if not p["dynamic_batching"])
+
+
+def test_grid_holds_tritons_default_at_the_baseline_concurrencies():
+    space = se.benchmark_space("small")
+    keys = {se.params_key(p) for p in se.grid_points(space)}
+    for c in se.baseline_concurrency(space):
+        assert se.params_key(triton_default_params(c)) in keys
+    narrowed = se.benchmark_space("small", concurrency=[8, 16])
+    assert se.baseline_concurrency(narrowed) == [8]
+
+
+def test_unbatched_models_get_no_batching_knobs():
+    space = se.benchmark_space("small", instances=[1], threads=[0], concurrency=[1, 2])
+    points = se.grid_points(space, batched=False)
+    assert points == [{"runtime": se.RUNTIME, "instances": 1, "threads": 0, "warmup": False, "concurrency": c}
+                      for c in (1, 2)]
+
+
+def test_narrowing_replaces_only_the_given_knobs():
+    space = se.benchmark_space("default", instances=[1], concurrency=[4])
+    assert space.instances == [1] and space.concurrency == [4] and space.threads == [0, 1, 2]
+    args = se.parse_args(["--model", "m.onnx", "--dynamic-batching", "false,true", "--threads", "0,2"])
+    assert args.dynamic_batching == [False, True] and args.threads == [0, 2]
+    with pytest.raises(SystemExit):
+        se.parse_args(["--model", "m.onnx", "--warmup", "maybe"])
+
+
+def _trial(number, start, end, throughput, p99, params, **extra):
+    return {"number": number, "state": "COMPLETE" if throughput else "FAIL", "params": params, "config": f"cfg{number}",
+            "start_s": start, "end_s": end, "duration_s": end - start, "throughput": throughput, "p99_ms": p99,
+            "load_s": 1.0, "first_request_ms": 100.0, "measure_s": 3.0, "repeat_of": None} | extra
+
+
+GRID = [
+    _trial(0, 0, 5, 100.0, 2.0, {"concurrency": 1, "instances": 1}),
+    _trial(1, 5, 10, 200.0, 6.0, {"concurrency": 4, "instances": 1}),
+    _trial(2, 10, 15, 300.0, 20.0, {"concurrency": 8, "instances": 1}),
+    _trial(3, 15, 20, 150.0, 1.0, {"concurrency": 1, "instances": 2}),
+    _trial(4, 20, 25, None, None, {"concurrency": 4, "instances": 2}),
+]
+
+
+def test_grid_summary_best_per_objective_and_time():
+    grid = se.grid_summary(GRID, 0.5, 0.25, None, None)
+    assert grid["t_grid_s"] == 25
+    assert grid["slas"] == {"loose": 4.0, "tight": 1.75}  # quantiles of p99s 1, 2, 6, 20
+    assert {k: (b or {}).get("number") for k, b in grid["best"].items()} == {"overall": 2, "loose": 3, "tight": 3}
+    # Each deployment loaded once instead of once per concurrency: 2 of the 3 loads of i=1 and 1 of i=2 saved.
+    assert grid["t_grid_one_load_s"] == pytest.approx(25 - 3 * 1.1)
+    split = grid["split"]
+    assert (split["trials"], split["measured"], split["failed"]) == (5, 5, 1)
+    assert (split["load_s"], split["first_request_s"], split["measure_s"], split["between_trials_s"]) == (5, 0.5, 15, 0)
+
+
+def test_evaluate_search_and_the_printed_table():
+    grid = se.grid_summary(GRID, 0.5, 0.25, None, None)
+    index = {r.key: r for r in se.records_of(GRID)}
+    seed0 = [  # finds 96% of the overall best at 5 s, the loose best at 2.5 s (the grid's figure)
+        _trial(0, 0, 2.5, 160.0, 1.5, {"concurrency": 1, "instances": 2}),
+        _trial(1, 2.5, 3, 160.0, 1.5, {"concurrency": 1, "instances": 2}, repeat_of=0),
+        _trial(2, 3, 5, 290.0, 19.0, {"concurrency": 8, "instances": 1}),
+    ]
+    seed1 = [_trial(0, 0, 2.5, 90.0, 2.5, {"concurrency": 1, "instances": 1})]  # never gets there
+    searches = []
+    for seed, trials in ((0, seed0), (1, seed1)):
+        span = max(t["end_s"] for t in trials)
+        searches.append({"seed": seed, "budget_s": 5.0, "split": se.time_split(trials, span),
+                         "objectives": se.evaluate_search(trials, grid["best"], grid["objective_slas"], index,
+                                                          grid["t_grid_s"])})
+    overall = searches[0]["objectives"]["overall"]
+    assert (overall["t95_s"], overall["t95_fraction"], overall["trials_to_95"]) == (5, 0.2, 3)
+    assert overall["final_ratio"] == pytest.approx(290 / 300, abs=1e-4)
+    assert overall["grid_valued"]["final_ratio"] == 1.0
+    loose = searches[0]["objectives"]["loose"]
+    assert (loose["t95_fraction"], loose["final_ratio"]) == (0.1, pytest.approx(160 / 150, abs=1e-4))
+    assert searches[0]["split"]["reused"] == 1 and searches[0]["split"]["measured"] == 2
+    assert searches[1]["objectives"]["overall"]["t95_fraction"] is None
+    assert searches[1]["objectives"]["tight"]["final_ratio"] == 0.0  # p99 2.5 ms is over the tight 1.75 ms
+
+    rows = se.summarize(grid, searches)
+    assert [r["objective"] for r in rows] == ["overall", "loose", "tight"]
+    assert rows[0]["t95_fraction"] == {"median": None, "min": 0.2, "max": None, "reached": 1, "seeds": 2}
+    assert rows[0]["trials_used"] == [3, 1]
+    table = se.objective_table(rows)
+    lines = table.splitlines()
+    assert lines[0].startswith("| objective | SLA p99 ms | grid best infer/s | t95/T_grid median")
+    assert lines[1].count("---") == len(lines[0].split("|")) - 2
+    assert lines[2].startswith("| overall | none | 300.0 | never | 0.200 | never | 1 of 2 |")
+    assert "| 0.967 / 0.300 |" in lines[2] and "| 3 / never | 3 / 1 |" in lines[2]
+    assert lines[3].startswith("| loose | 4.00 | 150.0 | ")
+
+    report = {"model": "m", "grid_space": "small", "finished": "now", "machine": "vm", "command": "python x",
+              "space_table": "knobs", "measure": {}, "grid": grid, "sla_quantiles": [0.5, 0.25],
+              "searches": searches, "budget_s": 5.0, "budget_fraction": 0.2, "search_sla": "none",
+              "summary": rows, "notes": ["a note"],
+              "repeats": {"trial": 2, "config": "cfg2", "stored": 300.0, "tolerance": 0.05,
+                          "runs": [{"throughput": 310.0, "p99_ms": 19.0, "ratio": 310 / 300},
+                                   {"throughput": 250.0, "p99_ms": 25.0, "ratio": 250 / 300},
+                                   {"throughput": None, "p99_ms": None, "ratio": None}]}}
+    markdown = se.render_markdown(report)
+    assert "T_grid = 25.0 s for 5 configurations (5.00 s each)" in markdown
+    assert "| search seed 0 | 3 (2 / 1 / 0 / 0) |" in markdown
+    assert "| 1 | 310.0 | 1.033 | 19.00 | yes |" in markdown and "| 2 | 250.0 | 0.833 | 25.00 | NO |" in markdown
+    assert "| 3 | failed | - | - | - |" in markdown
+    assert "- a note" in markdown
+
+
+def test_md_table_and_number_formatting():
+    assert se.md_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
+    assert se.fmt(None) == "-" and se.fmt(1.234) == "1.23"
+    assert se.fmt_list([0.5, None], ".1f") == "0.5 / never"
+
+
+def test_grid_study_measures_each_point_once_and_resumes_after_an_interruption(tmp_path, capsys):
+    """FixedRunner.measure with a stand-in for tuner's Objective (no server)."""
+    space = se.benchmark_space("small", instances=[1, 2], max_batch_size=[4], dynamic_batching=[False],
+                               threads=[0], concurrency=[1, 4, 16])
+    points = se.grid_points(space)
+    seen = []
+
+    def objective(trial):
+        candidate = suggest(trial, space, runtimes=[se.RUNTIME])
+        if len(seen) == 3 and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        seen.append(candidate)
+        return 100.0 * candidate.instances + candidate.concurrency, float(candidate.concurrency)
+
+    interrupted = []
+    runner = se.FixedRunner(exp=None, storage=se._storage(f"sqlite:///{tmp_path / 'bench.db'}"))
+    runner.objective, runner.reporter = objective, se.LineReporter("grid")
+    with pytest.raises(KeyboardInterrupt):
+        runner.measure("grid", points, "grid")
+    study = runner.measure("grid", points, "grid")  # the same command again
+    rows = [t for t in se.trial_rows(study) if t["state"] == "COMPLETE"]
+    assert len(seen) == len(rows) == len(points) == 6
+    assert {se.params_key(t["params"]) for t in rows} == {se.params_key(p) for p in points}
+    assert "resuming: 3 of 6" in capsys.readouterr().out
+    # A third run finds nothing left to measure.
+    runner.measure("grid", points, "grid")
+    assert len(seen) == 6
