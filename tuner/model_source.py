@@ -72,4 +72,10 @@ def resolve(model: str, cache_dir: Path) -> ModelSource:
             raise TunerError(f"{path} is not an .onnx file; give an ONNX model, a Triton model directory or a zoo name")
         name = path.stem
     signature = read_signature(path)
+    if {t.name for t in signature.inputs} == {"speech", "speech_lengths"}:
+        # A WeNet-style encoder export (yours): realistic utterances and its ragged outputs.
+        wenet = zoo.get("wenet")
+        outputs = {t.name for t in signature.outputs}
+        ragged = {o: n for o, n in wenet.ragged_outputs.items() if o in outputs and n in outputs}
+        return ModelSource(_safe_name(name), path.resolve(), signature, wenet.sample_inputs, ragged)
     return ModelSource(_safe_name(name), path.resolve(), signature, generic_samples(signature))

@@ -95,3 +95,13 @@ def test_generic_samples_follow_the_signature(mlp_onnx):
     assert len(samples) == 3 and samples[0]["x"].shape == (64,) and samples[0]["x"].dtype == np.float32
     ragged = generic_samples(SPEECH, default_length=20)(np.random.default_rng(0), 1)[0]
     assert ragged["speech"].shape == (20, 80) and ragged["speech_lengths"].dtype == np.int32
+
+
+def test_a_wenet_style_export_gets_utterances_and_its_ragged_outputs(tmp_path):
+    from tuner.zoo import wenet
+
+    exported = wenet.export("wenet-tiny", tmp_path / "zoo").encoder
+    source = resolve(str(exported), tmp_path)
+    sample = source.sample_inputs(np.random.default_rng(0), 1)[0]
+    assert sample["speech"].shape[1] == 80 and sample["speech_lengths"][0] == sample["speech"].shape[0]
+    assert source.ragged_outputs["encoder_out"] == "encoder_out_lens"
