@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import optuna
 
-from tuner import accuracy, backends, client, model_source
+from tuner import accuracy, backends, client, model_source, zoo
 from tuner.errors import TrialError, TunerError
 from tuner.experiment import Experiment
 from tuner.measure import perf_analyzer
@@ -290,7 +290,8 @@ def enqueue_baseline(study: optuna.Study, exp: Experiment, batched: bool) -> Non
 
 def run(exp: Experiment, reporter: Reporter) -> optuna.Study:
     """Search until the study holds `exp.trials` finished trials (or the timeout)."""
-    reporter.note(f"preparing {exp.model} (a built-in model is exported to ONNX once, then cached)")
+    if zoo.get(exp.model) is not None:
+        reporter.note(f"preparing built-in model {exp.model} (exported to ONNX on first use, then cached)")
     source = model_source.resolve(exp.model, exp.results_dir / "cache")
     study_name = exp.study or source.name
     study = open_study(exp, study_name)
