@@ -290,6 +290,9 @@ def enqueue_baseline(study: optuna.Study, exp: Experiment, batched: bool) -> Non
 
 def run(exp: Experiment, reporter: Reporter) -> optuna.Study:
     """Search until the study holds `exp.trials` finished trials (or the timeout)."""
+    # The reporter tells what happens, failed trials with their reason; Optuna's own log lines
+    # (and its tracebacks of caught failures) would repeat it.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if zoo.get(exp.model) is not None:
         reporter.note(f"preparing built-in model {exp.model} (exported to ONNX on first use, then cached)")
     source = model_source.resolve(exp.model, exp.results_dir / "cache")
@@ -311,8 +314,6 @@ def run(exp: Experiment, reporter: Reporter) -> optuna.Study:
     ws = Workspace(exp.results_dir / study_name)
     sample = _prepare(source, ws, exp)
     server = make_server(exp.server, ws.repository, ws.server_log, study_name)
-    # Failed trials are reported by the reporter with their reason; Optuna would add a traceback.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     with server.start():
         # A server with a runtime's own Triton backend gets its native config; the bundled one
         # has only the python backend, which serves the adapters.
