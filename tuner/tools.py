@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -96,13 +95,3 @@ def perf_analyzer_env() -> dict[str, str]:
         pass
     env["LD_LIBRARY_PATH"] = os.pathsep.join([*extra, env.get("LD_LIBRARY_PATH", "")]).strip(os.pathsep)
     return env
-
-
-def version_of(binary: Path, args: list[str], env: dict[str, str] | None = None) -> str:
-    """First informative line a binary prints for a version query, or the error."""
-    try:
-        out = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=20, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"error: {exc}"
-    text = (out.stdout + out.stderr).strip()
-    return text.splitlines()[0] if text else f"exit code {out.returncode}"

@@ -18,8 +18,9 @@ def stage(repository: Path, package: ModelPackage) -> Path:
     for relative, source in package.files.items():
         target = model_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists() or target.stat().st_size != source.stat().st_size or \
-                target.stat().st_mtime < source.stat().st_mtime:
+        # copy2 keeps the source's mtime, so an unchanged file matches on size and mtime.
+        if not target.exists() or (target.stat().st_size, target.stat().st_mtime_ns) != \
+                (source.stat().st_size, source.stat().st_mtime_ns):
             shutil.copy2(source, target)
     (model_dir / "config.pbtxt").write_text(package.config_pbtxt)
     return model_dir
