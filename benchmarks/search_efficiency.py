@@ -644,12 +644,12 @@ class FixedRunner:
 
         self.source = model_source.resolve(self.exp.model, self.exp.results_dir / "cache")
         ws = search.Workspace(self.exp.results_dir / "grid")
-        sample = search._prepare(self.source, ws, self.exp)
+        samples = search._prepare(self.source, ws, self.exp)
         self.server = make_server(self.exp.server, ws.repository, ws.server_log, "grid")
         self.server.start()
         try:
             self.reporter = LineReporter("grid")
-            self.objective = search.Objective(self.exp, self.source, self.server, ws, sample, self.reporter,
+            self.objective = search.Objective(self.exp, self.source, self.server, ws, samples, self.reporter,
                                               tuple(self.server.backends()))
         except BaseException:
             self.server.stop()

@@ -14,7 +14,7 @@ from tuner import backends, model_source, results
 from tuner.errors import TunerError
 from tuner.experiment import Experiment
 from tuner.render import render
-from tuner.search import Workspace, load_samples, prepare_artifact
+from tuner.search import Workspace, load_samples, prepare_artifact, write_warmup_files
 from tuner.space import Candidate
 
 
@@ -105,9 +105,7 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
         (model_dir / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(file, model_dir / relative)
     if candidate.warmup:
-        (model_dir / "warmup").mkdir()
-        for name, value in sample.items():
-            (model_dir / "warmup" / name).write_bytes(value.tobytes())
+        write_warmup_files(model_dir / "warmup", sample)
     ws = Workspace(exp.results_dir / study.study_name)
     if ws.input_data.exists():
         shutil.copy2(ws.input_data, out_dir / "perf_inputs.json")

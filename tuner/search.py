@@ -112,15 +112,19 @@ def prepare_artifact(source: ModelSource, exp: Experiment, candidate: Candidate)
         torch_module=source.torch_module)
 
 
-def _prepare(source: ModelSource, ws: Workspace, exp: Experiment) -> dict[str, np.ndarray]:
-    """Write the load inputs and warmup files; return the sample used for warmup and cold start."""
+def write_warmup_files(folder: Path, sample: dict[str, np.ndarray]) -> None:
+    """model_warmup's input_data_file per input: the raw bytes of one request's tensor."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, value in sample.items():
+        (folder / name).write_bytes(np.ascontiguousarray(value).tobytes())
+
+
+def _prepare(source: ModelSource, ws: Workspace, exp: Experiment) -> list[dict[str, np.ndarray]]:
+    """Write the load inputs and the warmup files (from the first sample); return the samples."""
     samples = load_samples(source, exp)
     perf_analyzer.write_input_data(ws.input_data, source.signature, samples)
-    ws.warmup_dir.mkdir(parents=True, exist_ok=True)
-    first = samples[0]
-    for name, value in first.items():
-        (ws.warmup_dir / name).write_bytes(np.ascontiguousarray(value).tobytes())
-    return first
+    write_warmup_files(ws.warmup_dir, samples[0])
+    return samples
 
 
 def _same_params(study: optuna.Study, params: dict) -> optuna.trial.FrozenTrial | None:
@@ -135,9 +139,9 @@ class Objective:
     it, check its accuracy against the reference, then load-test it."""
 
     def __init__(self, exp: Experiment, source: ModelSource, server: Server, ws: Workspace,
-                 sample: dict[str, np.ndarray], reporter: Reporter, server_backends: tuple[str, ...]):
+                 samples: list[dict[str, np.ndarray]], reporter: Reporter, server_backends: tuple[str, ...]):
         self.exp, self.source, self.server, self.ws = exp, source, server, ws
-        self.sample, self.reporter = sample, reporter
+        self.sample, self.reporter = samples[0], reporter  # warms up and times the first request
         self.server_backends = server_backends
         self.space = widen_for_baseline(exp.space, exp.baseline_concurrency, source.signature.batched)
         usable, skipped = backends.choices(self.space.backends, self.space.precisions, server_backends)
@@ -148,7 +152,7 @@ class Objective:
             reporter.note(f"skipping {key}: {reason}")
         self.runtimes = sorted({exp.baseline_runtime, *(runtime_key(b, p) for b, p in usable)})
         self.accuracy_spec = exp.accuracy.spec()
-        self.accuracy_samples = load_samples(source, exp)[: exp.accuracy.samples]
+        self.accuracy_samples = samples[: exp.accuracy.samples]
         self._reference: list[dict[str, np.ndarray]] | None = None
         self._verdicts: dict[str, dict] = {}  # runtime key -> accuracy report, checked once per search
         self._loaded_config: str | None = None
@@ -312,12 +316,12 @@ def run(exp: Experiment, reporter: Reporter) -> optuna.Study:
         return study
 
     ws = Workspace(exp.results_dir / study_name)
-    sample = _prepare(source, ws, exp)
+    samples = _prepare(source, ws, exp)
     server = make_server(exp.server, ws.repository, ws.server_log, study_name)
     with server.start():
         # A server with a runtime's own Triton backend gets its native config; the bundled one
         # has only the python backend, which serves the adapters.
-        objective = Objective(exp, source, server, ws, sample, reporter, tuple(server.backends()))
+        objective = Objective(exp, source, server, ws, samples, reporter, tuple(server.backends()))
         study.optimize(objective, n_trials=remaining, timeout=exp.timeout_s, catch=(TrialError,),
                        callbacks=[lambda _s, t: reporter.trial_finished(t)])
     return study
