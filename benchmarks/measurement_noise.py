@@ -2,10 +2,16 @@
 measurement setting: the floor under any "within 5 %" claim.
 
     python benchmarks/measurement_noise.py --model results/bench/mlp.onnx [--runs 5]
+    python benchmarks/measurement_noise.py --host [--seconds 90]
 
 Loads one configuration (2 instances, max batch 32, dynamic batching, concurrency 16: the
 winners of docs/search-efficiency.md) on the bundled tritonserver and measures it --runs times
 with each setting, printing mean, coefficient of variation and min/max relative to the mean.
+
+--host measures the machine instead of the server: one thread summing integers in plain Python
+for --seconds, counted per second, and the spread of 1, 3, 5 and 10 s averages. No server, no
+client, no other process of ours: what is left is the machine's own variation, the floor under
+any comparison of two measurements taken at different times.
 """
 
 from __future__ import annotations
@@ -31,11 +37,36 @@ SETTINGS = {  # name -> (window ms, stability %, max windows)
 }
 
 
+def host_noise(seconds: int) -> None:
+    counts = []
+    for _ in range(seconds):
+        started, n = time.perf_counter(), 0
+        while time.perf_counter() - started < 1.0:
+            sum(range(20000))  # plain Python: one thread, no BLAS thread pool
+            n += 1
+        counts.append(n)
+    print(f"one thread, sum(range(20000)) per second over {seconds} s: min {min(counts)}, "
+          f"max {max(counts)}, mean {statistics.mean(counts):.0f}")
+    print("| averaged over | CV | min / mean | max / mean |")
+    print("|---|---|---|---|")
+    for k in (1, 3, 5, 10):
+        means = [statistics.mean(counts[i:i + k]) for i in range(0, len(counts) - k + 1, k)]
+        m = statistics.mean(means)
+        print(f"| {k} s | {statistics.stdev(means) / m:.1%} | {min(means) / m:.3f} | {max(means) / m:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--host", action="store_true", help="measure the machine's own variation instead")
+    parser.add_argument("--seconds", type=int, default=90)
     args = parser.parse_args()
+    if args.host:
+        host_noise(args.seconds)
+        return
+    if not args.model:
+        parser.error("--model is required (or --host)")
     work = Path(tempfile.mkdtemp(prefix="noise-"))
     source = model_source.resolve(args.model, work / "cache")
     import numpy as np

@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -218,14 +218,35 @@ def objective_slas(slas: dict[str, float]) -> dict[str, float | None]:
     return {"overall": None, "loose": slas["loose"], "tight": slas["tight"]}
 
 
-def revalue(records: Iterable[Record], grid: dict[tuple, Record]) -> list[Record]:
-    """The same trials valued by the grid's measurement of their configuration (noise-free in the
-    sense that a lucky re-measurement cannot make a configuration look better than the grid saw)."""
-    out = []
-    for r in records:
-        g = grid.get(r.key) if r.key is not None else None
-        out.append(replace(r, throughput=g.throughput if g else None, p99_ms=g.p99_ms if g else None))
-    return out
+def incumbent_trace(records: Sequence[Record], truth: dict[tuple, Record], sla_ms: float | None = None
+                    ) -> list[tuple[float, int, Record, Record | None]]:
+    """After each trial: the point the run would return then (its best within the SLA by its own
+    measurements) and that point's ground-truth figures (None: not in the truth, or over the SLA
+    there). A lucky measurement can make a run pick a point; only the truth says what it is worth."""
+    trace, seen = [], []
+    ordered = sorted(records, key=lambda r: r.elapsed_s)
+    trials = 0
+    for i, r in enumerate(ordered):
+        seen.append(r)
+        if i + 1 < len(ordered) and ordered[i + 1].elapsed_s == r.elapsed_s:
+            continue  # the points of one trial (a ramp) arrive together
+        trials += 1
+        pick = best_of(seen, sla_ms)
+        if pick is None:
+            continue
+        true = truth.get(pick.key)
+        trace.append((r.elapsed_s, trials, pick, true if true is not None and feasible(true, sla_ms) else None))
+    return trace
+
+
+def time_to_true_fraction(trace, target: float | None, fraction: float = FRACTION) -> tuple[float, int] | None:
+    """(elapsed, trials) when the run's pick is first worth `fraction` of `target` by the truth."""
+    if not target:
+        return None
+    for elapsed, trials, _pick, true in trace:
+        if true is not None and true.throughput >= fraction * target:
+            return elapsed, trials
+    return None
 
 
 def random_search_expectation(grid: Sequence[Record], target: float | None, sla_ms: float | None = None,
@@ -291,33 +312,51 @@ def time_split(trials: Sequence[dict], span_s: float) -> dict:
 
 
 def records_of(trials: Sequence[dict]) -> list[Record]:
-    return [Record(t["end_s"], t.get("throughput"), t.get("p99_ms"), params_key(t["params"]), t["number"])
-            for t in trials if t.get("end_s") is not None]
+    """Every (configuration, concurrency) point the trials measured, as the run stored it. A ramp
+    trial gives one point per concurrency it measured, its chosen point with the trial's stored
+    figures (the mean of two runs when it was confirmed); a failed trial one empty record."""
+    out = []
+    for t in trials:
+        if t.get("end_s") is None:
+            continue
+        deployment = {k: v for k, v in t["params"].items() if k != "concurrency"}
+        if t.get("throughput") is None:
+            out.append(Record(t["end_s"], None, None, params_key(t["params"]), t["number"]))
+            continue
+        chosen = t.get("concurrency") or t["params"].get("concurrency")
+        curve = t.get("curve") or [{"concurrency": chosen, "throughput": t["throughput"], "p99_ms": t["p99_ms"]}]
+        for point in curve:
+            figures = (t["throughput"], t["p99_ms"]) if point["concurrency"] == chosen else \
+                (point["throughput"], point["p99_ms"])
+            key = params_key(deployment | {"concurrency": point["concurrency"]} if chosen else deployment)
+            out.append(Record(t["end_s"], *figures, key, t["number"]))
+    return out
 
 
 def evaluate_search(trials: Sequence[dict], grid_best: dict[str, dict | None], slas: dict[str, float | None],
-                    grid_index: dict[tuple, Record], t_grid_s: float) -> dict:
-    """Per objective: time and trials to 95% of the grid's best, the final ratio, and the same
-    figures with every trial valued by the grid's measurement of its configuration."""
+                    truth: dict[tuple, Record], t_grid_s: float) -> dict:
+    """Per objective: time and trials until the search's pick is worth 95% of the grid's best (by the
+    ground truth), the final ratio by the truth, and the same ratio as the search measured it."""
     records = records_of(trials)
-    regraded = revalue(records, grid_index)
     out = {}
     for name in OBJECTIVES:
         target = (grid_best.get(name) or {}).get("throughput")
         sla = slas[name]
-        hit, hit_g = time_to_fraction(records, target, sla), time_to_fraction(regraded, target, sla)
-        best = best_of(records, sla)
+        trace = incumbent_trace(records, truth, sla)
+        hit = time_to_true_fraction(trace, target)
+        final = trace[-1] if trace else None
+        true_final = None if final is None or final[3] is None else final[3].throughput
         out[name] = {
             "t95_s": None if hit is None else round(hit[0], 3),
             "t95_fraction": None if hit is None or not t_grid_s else round(hit[0] / t_grid_s, 4),
             "trials_to_95": None if hit is None else hit[1],
-            "final_ratio": _round(final_ratio(records, target, sla)),
-            "best_trial": None if best is None else best.number,
-            "curve": best_so_far(records, sla),
-            "grid_valued": {
-                "t95_fraction": None if hit_g is None or not t_grid_s else round(hit_g[0] / t_grid_s, 4),
-                "final_ratio": _round(final_ratio(regraded, target, sla)),
-            },
+            "final_ratio": None if not target else _round((true_final or 0.0) / target),
+            "measured_ratio": _round(final_ratio(records, target, sla)),
+            "best_trial": None if final is None else final[2].number,
+            "best_key": None if final is None else list(map(list, final[2].key)),
+            "best_measured": None if final is None else round(final[2].throughput, 3),
+            "curve": [(round(e, 3), round(p.throughput, 3), None if t is None else round(t.throughput, 3))
+                      for e, _n, p, t in trace],
         }
     return out
 
@@ -334,7 +373,7 @@ def summarize(grid: dict, searches: Sequence[dict]) -> list[dict]:
             "random": grid["random_search"][name],
             "t95_fraction": seed_stats([o["t95_fraction"] for o in per_seed]),
             "final_ratios": [o["final_ratio"] for o in per_seed],
-            "grid_valued_final_ratios": [o["grid_valued"]["final_ratio"] for o in per_seed],
+            "measured_ratios": [o["measured_ratio"] for o in per_seed],
             "trials_to_95": [o["trials_to_95"] for o in per_seed],
             "trials_used": [s["split"]["trials"] for s in searches],
         })
@@ -365,7 +404,7 @@ def fmt_list(values: Sequence[float | int | None], spec: str = ".2f", none: str 
 
 def objective_table(rows: Sequence[dict]) -> str:
     headers = ["objective", "SLA p99 ms", "grid best infer/s", "t95/T_grid median", "min", "max", "reached",
-               "random t95/T_grid (expected)", "final ratio per seed", "grid-valued final ratio",
+               "random t95/T_grid (expected)", "final ratio per seed (truth)", "as the search measured it",
                "trials to 95% per seed", "trials used per seed"]
     body = []
     for r in rows:
@@ -378,7 +417,7 @@ def objective_table(rows: Sequence[dict]) -> str:
             f"{t['reached']} of {t['seeds']}",
             "-" if r["random"] is None else f"{r['random']['expected_fraction']:.3f} ({r['random']['good_points']} of "
                                             f"{r['random']['points']} points >= 95%)",
-            fmt_list(r["final_ratios"], ".3f", "-"), fmt_list(r["grid_valued_final_ratios"], ".3f", "-"),
+            fmt_list(r["final_ratios"], ".3f", "-"), fmt_list(r["measured_ratios"], ".3f", "-"),
             fmt_list(r["trials_to_95"], "d"), fmt_list(r["trials_used"], "d"),
         ])
     return md_table(headers, body)
@@ -406,7 +445,8 @@ def best_table(grid: dict) -> str:
         body.append([name, fmt(grid["objective_slas"][name], ".2f", "none"),
                      "-" if b is None else b["number"], "-" if b is None else f"{b['throughput']:.1f}",
                      "-" if b is None else f"{b['p99_ms']:.2f}", "-" if b is None else b["config"]])
-    return md_table(["objective", "SLA p99 ms", "grid trial", "infer/s", "p99 ms", "configuration"], body)
+    return md_table(["objective", "SLA p99 ms", "grid trial", "infer/s (truth)", "p99 ms (truth)", "configuration"],
+                    body)
 
 
 def repeat_table(repeats: dict) -> str:
@@ -428,7 +468,8 @@ def render_markdown(report: dict) -> str:
         "",
         report["space_table"],
         "",
-        f"Measurement (grid and searches alike): {report['measure']}",
+        f"Measurement (grid and searches alike): {report['measure']}; the grid measures each point at its "
+        f"own concurrency (`concurrency_search: sample`, no confirmation), each deployment loaded once.",
         "",
         "## Grid (ground truth)",
         "",
@@ -436,8 +477,9 @@ def render_markdown(report: dict) -> str:
         f"({grid['t_grid_s'] / max(grid['split']['trials'], 1):.2f} s each); "
         f"SLAs from the grid's p99s: loose {grid['slas']['loose']:.2f} ms (q={report['sla_quantiles'][0]}), "
         f"tight {grid['slas']['tight']:.2f} ms (q={report['sla_quantiles'][1]}).",
-        f"Without a reload per concurrency (one load per deployment, concurrency looped inside) the grid would take "
-        f"about {grid['t_grid_one_load_s']:.1f} s.",
+        f"Ground truth: the grid's measurement of each point, averaged with {report.get('truth_repeats', 0)} more "
+        f"measurements of its {grid.get('remeasured_points', 0)} near-best points (within "
+        f"{report.get('truth_within', 0):.0%} of the grid's best under each SLA); the best below is the best truth.",
         "",
         best_table(grid),
         "",
@@ -446,7 +488,8 @@ def render_markdown(report: dict) -> str:
         f"{len(report['searches'])} seeds ({', '.join(str(s['seed']) for s in report['searches']) or 'none'}), "
         f"budget {report['budget_s']:.1f} s each ({report['budget_fraction']:.3f} x T_grid), "
         f"SLA given to the search: {report['search_sla']}. t95 = wall-clock from the search's first trial start "
-        f"until its best-so-far (within the SLA) first reaches 95% of the grid's best.",
+        f"until the point it would return (its best within the SLA by its own measurements) is worth 95% of "
+        f"the grid's best by the ground truth (and meets the SLA there).",
         "",
         objective_table(report["summary"]),
         "",
@@ -455,13 +498,12 @@ def render_markdown(report: dict) -> str:
         split_table([("grid", grid["split"]), *[(f"search seed {s['seed']}", s["split"]) for s in report["searches"]]]),
         "",
     ]
-    if report.get("repeats"):
-        rep = report["repeats"]
+    for rep in report.get("repeats") or []:
         lines += [
-            "## Winner measured again",
+            f"## Seed {rep['seed']}: winner measured again",
             "",
-            f"Grid trial {rep['trial']} ({rep['config']}), stored {rep['stored']:.1f} infer/s; reloaded and "
-            f"measured {len(rep['runs'])} times:",
+            f"Search trial {rep['trial']} ({rep['config']}), stored {rep['stored']:.1f} infer/s; unloaded, "
+            f"reloaded and measured {len(rep['runs'])} times:",
             "",
             repeat_table(rep),
             "",
@@ -510,44 +552,67 @@ def trial_rows(study) -> list[dict]:
             "baseline": bool(attrs.get("baseline", False)),
             "unstable": bool(attrs.get("unstable", False)),
             "error": attrs.get("error"),
+            "concurrency": (attrs.get("candidate") or {}).get("concurrency"),
+            "curve": [{k: p[k] for k in ("concurrency", "throughput", "p99_ms")} for p in attrs.get("curve", [])],
+            "confirm": attrs.get("confirm"),
         })
     return rows
 
 
-def one_load_estimate(trials: Sequence[dict], t_grid_s: float) -> float:
-    """T_grid if each deployment were loaded once and every concurrency measured on it: the grid's
-    time less the load + first request of all but one trial per deployment."""
-    by_deployment: dict[tuple, list[dict]] = {}
-    for t in trials:
-        deployment = params_key({k: v for k, v in t["params"].items() if k != "concurrency"})
-        by_deployment.setdefault(deployment, []).append(t)
-    saved = 0.0
-    for group in by_deployment.values():
-        costs = [(t.get("load_s") or 0.0) + (t.get("first_request_ms") or 0.0) / 1000 for t in group]
-        saved += sum(costs) - statistics.fmean(costs)  # one load of average cost stays charged
-    return max(t_grid_s - saved, 0.0)
-
-
-def grid_summary(trials: Sequence[dict], loose_q: float, tight_q: float, loose_ms: float | None,
-                 tight_ms: float | None) -> dict:
-    records = records_of(trials)
-    done = [r for r in records if r.throughput is not None]
+def grid_slas(trials: Sequence[dict], loose_q: float, tight_q: float, loose_ms: float | None,
+              tight_ms: float | None) -> dict[str, float]:
+    done = [r for r in records_of(trials) if r.throughput is not None]
     if not done:
         raise SystemExit("no grid configuration was measured successfully; see the server log under --out")
-    slas = derive_slas([r.p99_ms for r in done], loose_q, tight_q, loose_ms, tight_ms)
+    return derive_slas([r.p99_ms for r in done], loose_q, tight_q, loose_ms, tight_ms)
+
+
+def truth_candidates(records: Sequence[Record], slas: dict[str, float | None], within: float = 0.9,
+                     per_objective: int = 6) -> list[tuple]:
+    """The grid points worth measuring again before calling one the best: per objective, those the
+    grid measured within `within` of its best under the SLA (at most `per_objective`, best first).
+    One draw per point makes the grid's best the luckiest of hundreds of noisy draws."""
+    keys: list[tuple] = []
+    for sla in slas.values():
+        top = best_of(records, sla)
+        if top is None:
+            continue
+        near = sorted((r for r in records if feasible(r, sla) and r.throughput >= within * top.throughput),
+                      key=lambda r: -r.throughput)[:per_objective]
+        keys += [r.key for r in near if r.key not in keys]
+    return keys
+
+
+def ground_truth(records: Sequence[Record], again: Iterable[Record] = ()) -> dict[tuple, Record]:
+    """Each grid point's figures: the grid's measurement, averaged with its re-measurements where
+    there are any (throughput and p99 alike)."""
+    runs: dict[tuple, list[Record]] = {}
+    for r in [*records, *again]:
+        if r.throughput is not None:
+            runs.setdefault(r.key, []).append(r)
+    return {key: Record(0.0, statistics.fmean(r.throughput for r in rs), statistics.fmean(r.p99_ms for r in rs),
+                        key, rs[0].number)
+            for key, rs in runs.items()}
+
+
+def grid_summary(trials: Sequence[dict], slas: dict[str, float], truth: dict[tuple, Record],
+                 remeasured: Sequence[tuple] = ()) -> dict:
+    """The grid's best per objective by the ground truth, what random sampling would need, and time."""
     obj_slas = objective_slas(slas)
-    by_number = {t["number"]: t for t in trials}
+    by_key = {params_key(t["params"]): t for t in trials}
+    values = list(truth.values())
     best, rand = {}, {}
     for name, sla in obj_slas.items():
-        b = best_of(done, sla)
-        best[name] = None if b is None else {"number": b.number, "throughput": b.throughput, "p99_ms": b.p99_ms,
-                                             "params": by_number[b.number]["params"],
-                                             "config": by_number[b.number]["config"]}
-        rand[name] = random_search_expectation(records, b.throughput if b else None, sla)
+        b = best_of(values, sla)
+        t = by_key.get(b.key) if b else None
+        best[name] = None if b is None else {"number": t["number"], "throughput": round(b.throughput, 3),
+                                             "p99_ms": round(b.p99_ms, 3), "grid_throughput": t["throughput"],
+                                             "params": t["params"], "config": t["config"]}
+        rand[name] = random_search_expectation(values, b.throughput if b else None, sla)
     t_grid = busy_time([(t["start_s"], t["end_s"]) for t in trials])
-    return {"t_grid_s": round(t_grid, 3), "t_grid_one_load_s": round(one_load_estimate(trials, t_grid), 3),
-            "slas": slas, "objective_slas": obj_slas, "best": best, "random_search": rand,
-            "split": time_split(trials, t_grid), "trials": list(trials)}
+    return {"t_grid_s": round(t_grid, 3), "slas": slas, "objective_slas": obj_slas, "best": best,
+            "random_search": rand, "remeasured_points": len(remeasured), "split": time_split(trials, t_grid),
+            "trials": list(trials)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,8 +726,9 @@ class FixedRunner:
 
     def measure(self, study_name: str, points: Sequence[dict], label: str, fresh: bool = False,
                 order_seed: int = 0):
-        """Measure every point not yet done in the study (resuming it), in a seeded random order:
-        drift of the machine over the run spreads over all knobs instead of following one."""
+        """Measure every point not yet done in the study (resuming it), deployments in a seeded
+        random order (drift of the machine over the run spreads over all knobs instead of following
+        one), the concurrencies of each deployment one after the other on its one load."""
         import optuna
 
         from tuner.errors import TrialError
@@ -681,8 +747,7 @@ class FixedRunner:
         # An enqueued trial holds its params as "fixed_params" until it runs.
         waiting = {params_key(t.system_attrs.get("fixed_params", t.params)) for t in trials
                    if t.state.name == "WAITING"}
-        todo = [p for p in points if params_key(p) not in have | waiting]
-        random.Random(order_seed).shuffle(todo)
+        todo = by_deployment([p for p in points if params_key(p) not in have | waiting], order_seed)
         for p in todo:
             study.enqueue_trial(p, skip_if_exists=False)
         remaining = len(todo) + len(waiting)
@@ -694,6 +759,18 @@ class FixedRunner:
             study.optimize(self.objective, n_trials=remaining, catch=(TrialError,),
                            callbacks=[lambda _s, t: self.reporter.trial_finished(t)])
         return study
+
+
+def by_deployment(points: Sequence[dict], order_seed: int = 0) -> list[dict]:
+    """Points grouped by deployment (everything but the concurrency), the groups shuffled (seeded),
+    each group's concurrencies ascending: an exhaustive sweep that loads each deployment once, as
+    Triton keeps a model whose config is unchanged (tuner's Objective then skips the reload)."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault(params_key({k: v for k, v in p.items() if k != "concurrency"}), []).append(p)
+    order = list(groups.values())
+    random.Random(order_seed).shuffle(order)
+    return [p for group in order for p in sorted(group, key=lambda p: p.get("concurrency", 0))]
 
 
 def run_search(exp, storage, reporter):
@@ -778,7 +855,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     s.add_argument("--search-sla", choices=["none", "loose", "tight"], default="none",
                    help="max_p99_ms given to the search (default none: the Pareto search serves every SLA)")
     s.add_argument("--data-seed", type=int, default=0, help="seed of the sample inputs, the same for every run")
-    s.add_argument("--repeats", type=int, default=3, help="measure the grid winner again this many times (0: skip)")
+    s.add_argument("--repeats", type=int, default=3,
+                   help="measure each search's final pick again this many times (0: skip)")
+    s.add_argument("--truth-repeats", type=int, default=2,
+                   help="measure the grid's near-best points this many more times; the truth is their mean")
+    s.add_argument("--truth-within", type=float, default=0.9,
+                   help="near-best: within this share of the grid's best under each SLA")
+    s.add_argument("--truth-points", type=int, default=6, help="at most this many near-best points per objective")
     s.add_argument("--remeasure-grid", action="store_true", help="measure the grid again even if --out holds it")
     s.add_argument("--cache-dir", type=Path, default=Path("results/cache"), help="zoo model export cache to share")
     s.add_argument("--dry-run", action="store_true", help="print the space and the grid size, measure nothing")
@@ -866,29 +949,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "measure": measure.model_dump(), "measure_from": measure_from,
                     "command": " ".join(["python", *sys.argv]),
                     "machine": f"{os.uname().nodename}, {os.cpu_count()} CPUs",
-                    "sla_quantiles": [args.loose_quantile, args.tight_quantile], "notes": notes}
+                    "sla_quantiles": [args.loose_quantile, args.tight_quantile], "notes": notes,
+                    "truth_repeats": args.truth_repeats, "truth_within": args.truth_within}
+    grid_measure = measure.model_copy(update={"concurrency_search": "sample", "confirm_best": False})
     try:
         with fixed_data_seed(args.data_seed):
-            grid_exp = build_experiment(args, space, measure, server, out, "grid", args.data_seed, len(points))
+            grid_exp = build_experiment(args, space, grid_measure, server, out, "grid", args.data_seed, len(points))
             with FixedRunner(grid_exp, storage) as runner:
                 started = time.monotonic()
                 study = runner.measure("grid", points, "grid", fresh=args.remeasure_grid)
                 keys = {params_key(p) for p in points}
                 grid_trials = [t for t in trial_rows(study) if params_key(t["params"]) in keys
                                and (t["state"] == "COMPLETE" or t["error"])]  # not the interrupted ones
-                grid = grid_summary(grid_trials, args.loose_quantile, args.tight_quantile, args.loose_sla_ms,
-                                    args.tight_sla_ms)
+                slas = grid_slas(grid_trials, args.loose_quantile, args.tight_quantile, args.loose_sla_ms,
+                                 args.tight_sla_ms)
+                records = records_of(grid_trials)
+                again_keys = truth_candidates(records, objective_slas(slas), args.truth_within, args.truth_points)
+                params_of = {params_key(t["params"]): t["params"] for t in grid_trials}
+                again: list[Record] = []
+                for i in range(1, args.truth_repeats + 1):
+                    st = runner.measure(f"truth-{i}", [params_of[k] for k in again_keys],
+                                        f"truth {i}/{args.truth_repeats}", fresh=args.remeasure_grid, order_seed=i)
+                    again += [r for r in records_of(trial_rows(st)) if r.key in set(again_keys)]
+                truth = ground_truth(records, again)
+                grid = grid_summary(grid_trials, slas, truth, again_keys)
                 print(f"grid: T_grid {grid['t_grid_s']:.1f} s over {len(grid_trials)} configurations "
-                      f"(this invocation: {time.monotonic() - started:.1f} s); SLAs {grid['slas']}", flush=True)
+                      f"(this invocation: {time.monotonic() - started:.1f} s, with {len(again_keys)} points measured "
+                      f"{args.truth_repeats} more times); SLAs {grid['slas']}", flush=True)
                 print(best_table(grid), flush=True)
-                if args.repeats and grid["best"]["overall"]:
-                    report["repeats"] = measure_winner(runner, grid, args.repeats)
             report["grid"] = grid
             budget = args.budget_s or args.budget_fraction * grid["t_grid_s"]
             report |= {"budget_s": budget, "budget_fraction": budget / grid["t_grid_s"] if grid["t_grid_s"] else 0.0,
                        "search_sla": args.search_sla, "search_trials_cap": cap}
             sla = None if args.search_sla == "none" else grid["slas"][args.search_sla]
-            grid_index = {r.key: r for r in records_of(grid_trials)}
             searches = []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 exp = build_experiment(args, space, measure, server, out, f"search-seed{seed}", seed, cap, budget,
@@ -899,9 +992,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 span = max((t["end_s"] for t in trials), default=0.0)
                 searches.append({"seed": seed, "budget_s": budget, "split": time_split(trials, span),
                                  "objectives": evaluate_search(trials, grid["best"], grid["objective_slas"],
-                                                               grid_index, grid["t_grid_s"]),
-                                 "outside_grid": sum(params_key(t["params"]) not in grid_index for t in trials),
+                                                               truth, grid["t_grid_s"]),
+                                 "outside_grid": sum(r.key not in truth for r in records_of(trials)
+                                                     if r.throughput is not None),
                                  "trials": trials})
+            if args.repeats and searches:
+                with FixedRunner(grid_exp, storage) as runner:
+                    report["repeats"] = [measure_winner(runner, s, args.repeats) for s in searches]
     except TunerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -924,21 +1021,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def measure_winner(runner: FixedRunner, grid: dict, repeats: int, tolerance: float = 0.05) -> dict:
-    """The grid's best overall configuration unloaded, reloaded and measured again, `repeats` times,
-    each in a fresh study (in the grid's study tuner would reuse the stored figures instead)."""
-    best = grid["best"]["overall"]
+def measure_winner(runner: FixedRunner, search: dict, repeats: int, tolerance: float = 0.05) -> dict:
+    """A search's final pick (overall) unloaded, reloaded and measured again, `repeats` times, each in
+    a fresh study (in the search's study tuner would reuse the stored figures instead), against the
+    figure the search stored for it."""
+    pick = search["objectives"]["overall"]
+    params = {k: v for k, v in pick["best_key"]}
     runs = []
     for i in range(1, repeats + 1):
         # Triton keeps a model whose config is unchanged (the load returns at once), so unload it
         # first: every repeat is a real reload, as the stored trial was.
         runner.server.unload(runner.source.name)
-        study = runner.measure(f"winner-repeat-{i}", [best["params"]], f"winner {i}/{repeats}", fresh=True)
+        label = f"seed {search['seed']} winner {i}/{repeats}"
+        study = runner.measure(f"winner-seed{search['seed']}-{i}", [params], label, fresh=True)
         t = trial_rows(study)[-1]
-        ratio = t["throughput"] / best["throughput"] if t["throughput"] else None
+        ratio = t["throughput"] / pick["best_measured"] if t["throughput"] else None
         runs.append({"throughput": t["throughput"], "p99_ms": t["p99_ms"], "ratio": _round(ratio)})
-    rep = {"trial": best["number"], "config": best["config"], "stored": best["throughput"], "tolerance": tolerance,
-           "runs": runs}
+    rep = {"seed": search["seed"], "trial": pick["best_trial"], "config": t["config"],
+           "stored": pick["best_measured"], "tolerance": tolerance, "runs": runs}
     print(repeat_table(rep), flush=True)
     return rep
 

@@ -86,6 +86,11 @@ class MeasureSpec(_Strict):
     max_windows: int = Field(6, ge=3, description="give up on stability after this many windows")
     timeout_s: float = Field(180.0, gt=0, description="kill perf_analyzer after this long")
     samples: int = Field(8, ge=1, description="distinct sample inputs fed to perf_analyzer")
+    concurrency_search: Literal["ramp", "sample"] = Field(
+        "ramp", description="ramp: measure each configuration at rising concurrencies (space.concurrency) on one "
+                            "load until throughput stops rising or p99 passes the SLA; sample: the sampler picks one")
+    ramp_min_gain: float = Field(0.03, ge=0, description="ramp: stop when a step adds less than this share of throughput")
+    confirm_best: bool = Field(True, description="measure a new best once more and keep the mean (noise guard)")
 
 
 class AccuracySettings(_Strict):

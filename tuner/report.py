@@ -23,7 +23,7 @@ def describe(c: dict | Candidate) -> str:
     if c.get("dynamic_batching"):
         batching = f"on/{c['max_queue_delay_us']}us" + ("/pref" if c.get("preferred_batch") else "")
     return (f"{c['backend']}/{c['precision']} x{c['instances']} mbs={c['max_batch_size']} db={batching} "
-            f"thr={c['threads']} warm={'y' if c['warmup'] else 'n'} conc={c['concurrency']}")
+            f"thr={c['threads']} warm={'y' if c['warmup'] else 'n'} conc={c['concurrency'] or 'ramp'}")
 
 
 class RichReporter:

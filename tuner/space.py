@@ -44,10 +44,11 @@ def runtime_key(backend: str, precision: str) -> str:
 
 
 def suggest(trial: optuna.Trial, space: Space, batched: bool = True,
-            runtimes: list[str] | None = None) -> Candidate:
+            runtimes: list[str] | None = None, sample_concurrency: bool = True) -> Candidate:
     """Ask the trial for one value per knob; batching knobs only where they mean something.
 
     `runtimes` are the "backend:precision" keys usable here (default: the reference, ONNX Runtime fp32).
+    Without `sample_concurrency` the concurrency is left 0: the trial finds it (a ramp).
     """
     from tuner import backends
 
@@ -63,7 +64,7 @@ def suggest(trial: optuna.Trial, space: Space, batched: bool = True,
         preferred_batch=pick("preferred_batch", space.preferred_batch) if dynamic else False,
         threads=pick("threads", space.threads),
         warmup=pick("warmup", space.warmup),
-        concurrency=pick("concurrency", space.concurrency),
+        concurrency=pick("concurrency", space.concurrency) if sample_concurrency else 0,
         backend=backend,
         precision=precision,
         kind=(kind := backends.get(backend).default_kind),
@@ -71,12 +72,15 @@ def suggest(trial: optuna.Trial, space: Space, batched: bool = True,
     )
 
 
-def triton_default_params(concurrency: int, batched: bool = True, runtime: str = REFERENCE_RUNTIME) -> dict:
+def triton_default_params(concurrency: int | None, batched: bool = True, runtime: str = REFERENCE_RUNTIME) -> dict:
     """Triton's default deployment: one instance (per GPU), no dynamic batching, runtime default
-    threads, max_batch_size 4 (tritonserver's --backend-config default-max-batch-size), no warmup."""
+    threads, max_batch_size 4 (tritonserver's --backend-config default-max-batch-size), no warmup.
+    `concurrency` None: no client load in the params (a ramp finds it)."""
     from tuner import backends
 
-    params = {"runtime": runtime, "instances": 1, "threads": 0, "warmup": False, "concurrency": concurrency}
+    params = {"runtime": runtime, "instances": 1, "threads": 0, "warmup": False}
+    if concurrency is not None:
+        params["concurrency"] = concurrency
     if backends.get(runtime.split(":")[0]).default_kind == "KIND_GPU":
         params["gpus"] = "all"
     if batched:
@@ -98,3 +102,25 @@ def widen_for_baseline(space: Space, baseline_concurrency: list[int], batched: b
     if missing:
         updates["concurrency"] = sorted({*space.concurrency, *missing})
     return space.model_copy(update=updates) if updates else space
+
+
+def strong_first_params(space: Space, batched: bool = True, runtime: str = REFERENCE_RUNTIME) -> list[dict]:
+    """Shapes that usually win, measured right after Triton's default so the sampler starts from
+    good ground: dynamic batching up to the largest batch with the shortest queue delay, on one
+    instance with the runtime's own threads, and on two instances of one thread each (two
+    requests in flight without the runtimes fighting over cores). Only values the space holds."""
+    if not batched or True not in space.dynamic_batching:
+        return []
+    base = triton_default_params(None, batched, runtime) | {
+        "max_batch_size": max(space.max_batch_size), "dynamic_batching": True,
+        "max_queue_delay_us": min(space.max_queue_delay_us),
+        "preferred_batch": False if False in space.preferred_batch else True,
+        "warmup": False if False in space.warmup else True}
+    shapes = [base | {"instances": min(space.instances), "threads": 0 if 0 in space.threads else min(space.threads)}]
+    if 2 in space.instances:
+        shapes.append(base | {"instances": 2, "threads": 1 if 1 in space.threads else shapes[0]["threads"]})
+    legal = []
+    for shape in shapes:
+        if all(value in getattr(space, knob) for knob, value in shape.items() if knob not in ("runtime", "gpus")):
+            legal.append(shape)
+    return legal

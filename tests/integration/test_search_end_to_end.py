@@ -39,8 +39,14 @@ def test_a_real_search_completes_trials_with_measured_throughput(searched):
     assert (done.throughput > 0).all() and (done.p99_ms > 0).all() and (done.p99_ms >= done.p50_ms).all()
     measured = done[done.repeat_of.isna()]
     assert (measured.load_s > 0).all() and (measured.first_request_ms > 0).all()
-    assert frame.baseline.iloc[0] and frame.concurrency.iloc[0] == 2  # Triton's default config goes first
+    assert frame.baseline.iloc[0]  # Triton's default config goes first
     first = study.trials[0].user_attrs
+    # Its concurrency was found by a ramp on one load: 2, then 4 unless 2 already saturated it;
+    # the trial reports the ramp's best point (the first trial is always confirmed: a new best).
+    ramped = [p["concurrency"] for p in first["curve"]]
+    assert ramped in ([2], [2, 4]) and frame.concurrency.iloc[0] in ramped
+    assert "concurrency" not in study.trials[0].params
+    assert set(first["confirm"]) == {"first", "again"}
     assert "perf_analyzer" in first["perf_analyzer_cmd"] and 'backend: "python"' in first["config_pbtxt"]
     assert "Best trials" in output and "tuned / default throughput" in output
 

@@ -87,11 +87,61 @@ def test_random_search_expectation_from_the_grid():
     assert se.random_search_expectation(grid, None) is None
 
 
-def test_revalue_uses_the_grids_figures_for_the_same_configuration():
-    grid = {("a",): R(0, 90, 5), ("b",): R(0, 50, 1)}
-    searched = [R(3, 120, 2, key=("a",)), R(4, 40, 9, key=("b",)), R(5, 70, 1, key=("c",))]
-    regraded = se.revalue(searched, grid)
-    assert [(r.elapsed_s, r.throughput, r.p99_ms) for r in regraded] == [(3, 90, 5), (4, 50, 1), (5, None, None)]
+def test_the_runs_pick_is_valued_by_the_truth_not_by_its_own_lucky_draw():
+    truth = {("a",): R(0, 90, 5), ("b",): R(0, 100, 1), ("c",): R(0, 70, 1)}
+    searched = [R(3, 120, 2, key=("a",), number=0),  # a lucky draw of a: the run picks it, worth 90
+                R(4, 95, 1, key=("b",), number=1),  # b is better but measured below a's lucky 120
+                R(6, 130, 1, key=("b",), number=2)]  # b again, now measured best: picked
+    trace = se.incumbent_trace(searched, truth)
+    assert [(e, n, p.key, t.throughput) for e, n, p, t in trace] == [
+        (3, 1, ("a",), 90), (4, 2, ("a",), 90), (6, 3, ("b",), 100)]
+    assert se.time_to_true_fraction(trace, 100) == (6, 3)
+    assert se.time_to_true_fraction(trace, 94) == (3, 1)  # 90 >= 0.95 x 94
+    assert se.time_to_true_fraction(trace, None) is None
+    # Under an SLA the truth's p99 decides: a's truth is at 5 ms, over a 3 ms SLA.
+    trace = se.incumbent_trace(searched[:1], truth, sla_ms=3)
+    assert trace[0][3] is None and se.time_to_true_fraction(trace, 50) is None
+
+
+def test_the_points_of_one_ramp_trial_arrive_together():
+    truth = {("lo",): R(0, 50, 1), ("hi",): R(0, 80, 9)}
+    ramp = [R(5, 50, 1, key=("lo",), number=0), R(5, 80, 9, key=("hi",), number=0)]
+    trace = se.incumbent_trace(ramp, truth)
+    assert len(trace) == 1 and trace[0][1] == 1 and trace[0][2].key == ("hi",)
+    assert se.incumbent_trace(ramp, truth, sla_ms=2)[0][2].key == ("lo",)
+
+
+def test_ramp_trials_give_one_record_per_concurrency():
+    trial = _trial(7, 0, 9, 105.0, 4.0, {"instances": 2}, concurrency=8,
+                   curve=[{"concurrency": 4, "throughput": 90.0, "p99_ms": 2.0},
+                          {"concurrency": 8, "throughput": 110.0, "p99_ms": 4.5}])
+    records = se.records_of([trial, _trial(8, 9, 10, None, None, {"instances": 1})])
+    assert [(r.key, r.throughput, r.p99_ms, r.elapsed_s) for r in records] == [
+        (se.params_key({"instances": 2, "concurrency": 4}), 90.0, 2.0, 9),
+        # the chosen point carries the trial's stored figures (the mean of its confirmation)
+        (se.params_key({"instances": 2, "concurrency": 8}), 105.0, 4.0, 9),
+        (se.params_key({"instances": 1}), None, None, 10)]
+
+
+def test_near_best_points_are_measured_again_and_averaged_into_the_truth():
+    grid = [R(0, 100, 9, key=("a",)), R(0, 92, 2, key=("b",)), R(0, 60, 1, key=("c",)), R(0, 55, 1, key=("d",))]
+    slas = {"overall": None, "loose": 5.0, "tight": 1.0}
+    # overall: a and b (within 90% of 100); loose: b; tight: c and d (55 >= 0.9 x 60).
+    assert se.truth_candidates(grid, slas) == [("a",), ("b",), ("c",), ("d",)]
+    assert se.truth_candidates(grid, slas, per_objective=1) == [("a",), ("b",), ("c",)]
+    truth = se.ground_truth(grid, [R(0, 80, 7, key=("a",)), R(0, 90, 8, key=("a",)), R(0, None, None, key=("b",))])
+    assert truth[("a",)].throughput == pytest.approx(90) and truth[("a",)].p99_ms == pytest.approx(8)
+    assert truth[("b",)].throughput == 92  # a failed re-measurement adds nothing
+
+
+def test_the_sweep_loads_each_deployment_once_in_a_shuffled_order():
+    points = [{"instances": i, "concurrency": c} for c in (16, 1, 4) for i in (1, 2, 3)]
+    ordered = se.by_deployment(points, order_seed=3)
+    assert sorted(map(se.params_key, ordered)) == sorted(map(se.params_key, points))
+    runs = [p["instances"] for p in ordered]
+    assert [runs[i] for i in (0, 3, 6)] == [runs[i] for i in (2, 5, 8)]  # contiguous groups of 3
+    assert len(set(runs[0::3])) == 3
+    assert all([p["concurrency"] for p in ordered[i:i + 3]] == [1, 4, 16] for i in (0, 3, 6))
 
 
 def test_default_grid_is_648_distinct_configurations_tuner_can_ask_for():
@@ -148,22 +198,30 @@ GRID = [
 ]
 
 
+def _grid():
+    slas = se.grid_slas(GRID, 0.5, 0.25, None, None)
+    return se.grid_summary(GRID, slas, se.ground_truth(se.records_of(GRID)))
+
+
 def test_grid_summary_best_per_objective_and_time():
-    grid = se.grid_summary(GRID, 0.5, 0.25, None, None)
+    grid = _grid()
     assert grid["t_grid_s"] == 25
     assert grid["slas"] == {"loose": 4.0, "tight": 1.75}  # quantiles of p99s 1, 2, 6, 20
     assert {k: (b or {}).get("number") for k, b in grid["best"].items()} == {"overall": 2, "loose": 3, "tight": 3}
-    # Each deployment loaded once instead of once per concurrency: 2 of the 3 loads of i=1 and 1 of i=2 saved.
-    assert grid["t_grid_one_load_s"] == pytest.approx(25 - 3 * 1.1)
     split = grid["split"]
     assert (split["trials"], split["measured"], split["failed"]) == (5, 5, 1)
     assert (split["load_s"], split["first_request_s"], split["measure_s"], split["between_trials_s"]) == (5, 0.5, 15, 0)
+    # A re-measured point's truth is its mean: trial 2 falls to 240, below nothing else overall.
+    again = [R(0, 180.0, 20.0, key=se.params_key(GRID[2]["params"]))]
+    slas = se.grid_slas(GRID, 0.5, 0.25, None, None)
+    regraded = se.grid_summary(GRID, slas, se.ground_truth(se.records_of(GRID), again))
+    assert regraded["best"]["overall"]["throughput"] == 240 and regraded["best"]["overall"]["grid_throughput"] == 300
 
 
 def test_evaluate_search_and_the_printed_table():
-    grid = se.grid_summary(GRID, 0.5, 0.25, None, None)
-    index = {r.key: r for r in se.records_of(GRID)}
-    seed0 = [  # finds 96% of the overall best at 5 s, the loose best at 2.5 s (the grid's figure)
+    grid = _grid()
+    truth = se.ground_truth(se.records_of(GRID))
+    seed0 = [  # its pick is worth 96.7% of the overall best at 5 s, the loose best at 2.5 s
         _trial(0, 0, 2.5, 160.0, 1.5, {"concurrency": 1, "instances": 2}),
         _trial(1, 2.5, 3, 160.0, 1.5, {"concurrency": 1, "instances": 2}, repeat_of=0),
         _trial(2, 3, 5, 290.0, 19.0, {"concurrency": 8, "instances": 1}),
@@ -173,16 +231,19 @@ def test_evaluate_search_and_the_printed_table():
     for seed, trials in ((0, seed0), (1, seed1)):
         span = max(t["end_s"] for t in trials)
         searches.append({"seed": seed, "budget_s": 5.0, "split": se.time_split(trials, span),
-                         "objectives": se.evaluate_search(trials, grid["best"], grid["objective_slas"], index,
+                         "objectives": se.evaluate_search(trials, grid["best"], grid["objective_slas"], truth,
                                                           grid["t_grid_s"])})
     overall = searches[0]["objectives"]["overall"]
     assert (overall["t95_s"], overall["t95_fraction"], overall["trials_to_95"]) == (5, 0.2, 3)
-    assert overall["final_ratio"] == pytest.approx(290 / 300, abs=1e-4)
-    assert overall["grid_valued"]["final_ratio"] == 1.0
+    assert overall["final_ratio"] == 1.0  # by the truth: the grid's 300 for that point
+    assert overall["measured_ratio"] == pytest.approx(290 / 300, abs=1e-4)
+    assert overall["best_measured"] == 290.0 and dict(overall["best_key"]) == {"concurrency": 8, "instances": 1}
     loose = searches[0]["objectives"]["loose"]
-    assert (loose["t95_fraction"], loose["final_ratio"]) == (0.1, pytest.approx(160 / 150, abs=1e-4))
+    assert (loose["t95_fraction"], loose["final_ratio"]) == (0.1, 1.0)
+    assert loose["measured_ratio"] == pytest.approx(160 / 150, abs=1e-4)
     assert searches[0]["split"]["reused"] == 1 and searches[0]["split"]["measured"] == 2
     assert searches[1]["objectives"]["overall"]["t95_fraction"] is None
+    assert searches[1]["objectives"]["overall"]["final_ratio"] == pytest.approx(100 / 300, abs=1e-4)
     assert searches[1]["objectives"]["tight"]["final_ratio"] == 0.0  # p99 2.5 ms is over the tight 1.75 ms
 
     rows = se.summarize(grid, searches)
@@ -194,20 +255,21 @@ def test_evaluate_search_and_the_printed_table():
     assert lines[0].startswith("| objective | SLA p99 ms | grid best infer/s | t95/T_grid median")
     assert lines[1].count("---") == len(lines[0].split("|")) - 2
     assert lines[2].startswith("| overall | none | 300.0 | never | 0.200 | never | 1 of 2 |")
-    assert "| 0.967 / 0.300 |" in lines[2] and "| 3 / never | 3 / 1 |" in lines[2]
+    assert "| 1.000 / 0.333 | 0.967 / 0.300 |" in lines[2] and "| 3 / never | 3 / 1 |" in lines[2]
     assert lines[3].startswith("| loose | 4.00 | 150.0 | ")
 
     report = {"model": "m", "grid_space": "small", "finished": "now", "machine": "vm", "command": "python x",
               "space_table": "knobs", "measure": {}, "grid": grid, "sla_quantiles": [0.5, 0.25],
               "searches": searches, "budget_s": 5.0, "budget_fraction": 0.2, "search_sla": "none",
               "summary": rows, "notes": ["a note"],
-              "repeats": {"trial": 2, "config": "cfg2", "stored": 300.0, "tolerance": 0.05,
-                          "runs": [{"throughput": 310.0, "p99_ms": 19.0, "ratio": 310 / 300},
-                                   {"throughput": 250.0, "p99_ms": 25.0, "ratio": 250 / 300},
-                                   {"throughput": None, "p99_ms": None, "ratio": None}]}}
+              "repeats": [{"seed": 0, "trial": 2, "config": "cfg2", "stored": 300.0, "tolerance": 0.05,
+                           "runs": [{"throughput": 310.0, "p99_ms": 19.0, "ratio": 310 / 300},
+                                    {"throughput": 250.0, "p99_ms": 25.0, "ratio": 250 / 300},
+                                    {"throughput": None, "p99_ms": None, "ratio": None}]}]}
     markdown = se.render_markdown(report)
     assert "T_grid = 25.0 s for 5 configurations (5.00 s each)" in markdown
     assert "| search seed 0 | 3 (2 / 1 / 0 / 0) |" in markdown
+    assert "## Seed 0: winner measured again" in markdown
     assert "| 1 | 310.0 | 1.033 | 19.00 | yes |" in markdown and "| 2 | 250.0 | 0.833 | 25.00 | NO |" in markdown
     assert "| 3 | failed | - | - | - |" in markdown
     assert "- a note" in markdown

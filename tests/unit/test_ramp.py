@@ -1,0 +1,76 @@
+"""The concurrency ramp and the first trials: pure logic, measurements made up."""
+
+import optuna
+import pytest
+
+from tuner.experiment import Space
+from tuner.measure import ramp
+from tuner.measure.perf_analyzer import Measurement
+from tuner.space import strong_first_params, suggest, triton_default_params
+
+
+def point(concurrency, throughput, p99):
+    return Measurement(concurrency, throughput, p99 / 2, p99, p99, p99, p99 / 2, 0, 0, 0, 0, 0, 0)
+
+
+def fake(curve: dict[int, tuple[float, float]]):
+    asked = []
+
+    def measure_at(c):
+        asked.append(c)
+        return point(c, *curve[c])
+
+    return measure_at, asked
+
+
+def test_the_ramp_stops_when_doubling_the_load_no_longer_pays():
+    measure_at, asked = fake({1: (100, 1), 2: (190, 1.2), 4: (300, 2), 8: (305, 4), 16: (400, 9)})
+    curve = ramp.ramp(measure_at, [16, 1, 4, 2, 8], min_gain=0.03)
+    assert asked == [1, 2, 4, 8]  # ascending; 8 adds under 3 % over 4, so 16 is never measured
+    assert [p.concurrency for p in curve] == [1, 2, 4, 8]
+    assert ramp.pick(curve).concurrency == 8  # the highest throughput measured
+
+
+def test_the_ramp_stops_past_the_sla_and_picks_within_it():
+    measure_at, asked = fake({1: (100, 1), 2: (190, 3), 4: (300, 6), 8: (500, 12)})
+    curve = ramp.ramp(measure_at, [1, 2, 4, 8], max_p99_ms=5)
+    assert asked == [1, 2, 4]
+    assert ramp.pick(curve, max_p99_ms=5).concurrency == 2
+    # No point within the SLA: the least-bad one, so the trial reports its violation.
+    measure_at, _ = fake({1: (100, 9), 2: (190, 12)})
+    assert ramp.pick(ramp.ramp(measure_at, [1, 2], max_p99_ms=5), max_p99_ms=5).concurrency == 1
+
+
+def test_a_falling_step_ends_the_ramp_and_ties_go_to_lower_latency():
+    measure_at, asked = fake({1: (100, 1), 2: (90, 2), 4: (400, 3)})
+    assert [p.concurrency for p in ramp.ramp(measure_at, [1, 2, 4])] == [1, 2]
+    assert ramp.pick([point(1, 100, 3), point(2, 100, 1)]).concurrency == 2
+    with pytest.raises(ValueError):
+        ramp.pick([])
+
+
+def test_mean_averages_every_figure():
+    m = ramp.mean([point(4, 100, 2), point(4, 200, 4)])
+    assert (m.concurrency, m.throughput, m.p99_ms, m.p50_ms) == (4, 150, 3, 1.5)
+
+
+def test_without_sampled_concurrency_the_candidate_leaves_it_to_the_ramp():
+    space = Space()
+    trial = optuna.trial.FixedTrial(triton_default_params(None))
+    candidate = suggest(trial, space, sample_concurrency=False)
+    assert candidate.concurrency == 0 and "concurrency" not in trial.params
+
+
+def test_strong_first_shapes_use_only_values_of_the_space():
+    space = Space(instances=[1, 2, 3], max_batch_size=[4, 16], max_queue_delay_us=[100, 500], threads=[0, 1])
+    shapes = strong_first_params(space)
+    assert [(s["instances"], s["threads"]) for s in shapes] == [(1, 0), (2, 1)]
+    assert all(s["max_batch_size"] == 16 and s["dynamic_batching"] and s["max_queue_delay_us"] == 100
+               for s in shapes)
+    for s in shapes:  # each is a legal trial of the space: suggest asks for exactly these params
+        trial = optuna.trial.FixedTrial(s)
+        suggest(trial, space, sample_concurrency=False)
+        assert trial.params == s
+    assert len(strong_first_params(space.model_copy(update={"instances": [1, 3]}))) == 1
+    assert strong_first_params(space.model_copy(update={"dynamic_batching": [False]})) == []
+    assert strong_first_params(space, batched=False) == []

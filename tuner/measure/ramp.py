@@ -1,0 +1,49 @@
+"""Concurrency found per configuration: a short ramp instead of a sampled guess.
+
+A deployment's throughput rises with the client's concurrency until the server saturates, and
+its p99 rises with it. Sampling the concurrency as one more knob spends a whole trial (load and
+all) on each guess; the ramp measures one deployment at concurrency 1, 2, 4, ... on a single load
+and stops as soon as a step no longer pays: throughput up by less than `min_gain`, or p99 over
+the SLA (more concurrency only adds queueing from there).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from tuner.measure.perf_analyzer import Measurement
+
+
+def ramp(measure_at: Callable[[int], Measurement], ladder: Sequence[int], max_p99_ms: float | None = None,
+         min_gain: float = 0.03) -> list[Measurement]:
+    """Measure up the ladder (ascending concurrencies) until a step stops paying; every point measured."""
+    curve: list[Measurement] = []
+    for concurrency in sorted(set(ladder)):
+        point = measure_at(concurrency)
+        best = max((p.throughput for p in curve), default=0.0)
+        curve.append(point)
+        if max_p99_ms is not None and point.p99_ms > max_p99_ms:
+            break  # over the SLA: a higher concurrency queues more, never less
+        if curve[:-1] and point.throughput < best * (1 + min_gain):
+            break  # saturated: doubling the load no longer moves throughput
+    return curve
+
+
+def pick(curve: Sequence[Measurement], max_p99_ms: float | None = None) -> Measurement:
+    """The point a trial reports: the highest throughput within the SLA (lower p99 breaks ties);
+    where no point meets the SLA, the lowest-p99 one (the trial then violates its constraint)."""
+    if not curve:
+        raise ValueError("empty curve")
+    within = [p for p in curve if max_p99_ms is None or p.p99_ms <= max_p99_ms]
+    if within:
+        return max(within, key=lambda p: (p.throughput, -p.p99_ms))
+    return min(curve, key=lambda p: p.p99_ms)
+
+
+def mean(points: Sequence[Measurement]) -> Measurement:
+    """Several measurements of the same point as one: every figure averaged."""
+    if not points:
+        raise ValueError("nothing to average")
+    fields = points[0].as_dict()
+    averaged = {k: sum(p.as_dict()[k] for p in points) / len(points) for k in fields if k != "concurrency"}
+    return Measurement(concurrency=points[0].concurrency, **averaged)
