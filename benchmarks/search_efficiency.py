@@ -278,6 +278,49 @@ def busy_time(intervals: Iterable[tuple[float, float]], max_gap_s: float = GAP_L
     return total + (end - start)
 
 
+def machine_drift(trials: Sequence[dict], rounds: Sequence[Sequence[dict]] = ()) -> dict:
+    """How much the measurements moved while the work stayed the same. At concurrency 1 without
+    dynamic batching every request is one single inference, so points that differ only in
+    max_batch_size do identical work: the spread of their server compute time per request is the
+    machine's (and the stack's), not the configurations'. And the near-best points measured again:
+    each round's throughput relative to the grid's for the same points."""
+    groups: dict[tuple, list[float]] = {}
+    for t in trials:
+        p = t["params"]
+        if t.get("compute_infer_ms") and p.get("concurrency") == 1 and not p.get("dynamic_batching"):
+            same_work = params_key({k: v for k, v in p.items() if k != "max_batch_size"})
+            groups.setdefault(same_work, []).append(t["compute_infer_ms"])
+    spreads = [max(v) / min(v) for v in groups.values() if len(v) >= 2]
+    relative = [x / statistics.fmean(v) for v in groups.values() if len(v) >= 2 for x in v]
+    out: dict = {"same_work_groups": len(spreads), "same_work_points": len(relative)}
+    if spreads:
+        out |= {"median_max_over_min": round(statistics.median(spreads), 3), "worst_max_over_min": round(max(spreads), 3),
+                "cv": round(statistics.pstdev(relative), 4)}
+    grid_by_key = {params_key(t["params"]): t["throughput"] for t in trials if t.get("throughput")}
+    per_round = []
+    for rows in rounds:
+        ratios = [t["throughput"] / grid_by_key[params_key(t["params"])] for t in rows
+                  if t.get("throughput") and grid_by_key.get(params_key(t["params"]))]
+        if ratios:
+            per_round.append({"points": len(ratios), "mean_ratio_to_grid": round(statistics.fmean(ratios), 3),
+                              "min": round(min(ratios), 3), "max": round(max(ratios), 3)})
+    out["rounds"] = per_round
+    return out
+
+
+def drift_lines(drift: dict) -> list[str]:
+    lines = []
+    if "median_max_over_min" in drift:
+        lines.append(f"Server compute time per request of identical single-request work ({drift['same_work_points']} grid "
+                     f"points at concurrency 1 without dynamic batching, in {drift['same_work_groups']} groups that differ "
+                     f"only in max_batch_size): max/min within a group {drift['median_max_over_min']:.2f} (median), "
+                     f"{drift['worst_max_over_min']:.2f} (worst); CV {drift['cv']:.1%}.")
+    for i, r in enumerate(drift.get("rounds", []), 1):
+        lines.append(f"Near-best points measured again, round {i}: {r['points']} points at {r['mean_ratio_to_grid']:.3f} of "
+                     f"their grid throughput on average ({r['min']:.3f} to {r['max']:.3f}).")
+    return lines
+
+
 def seed_stats(values: Sequence[float | None]) -> dict:
     """Median, min and max over seeds; a seed that never got there counts as infinitely late."""
     if not values:
@@ -483,6 +526,8 @@ def render_markdown(report: dict) -> str:
         "",
         best_table(grid),
         "",
+        "How steady the machine was: " + " ".join(drift_lines(grid.get("drift") or {})),
+        "",
         "## Searches",
         "",
         f"{len(report['searches'])} seeds ({', '.join(str(s['seed']) for s in report['searches']) or 'none'}), "
@@ -544,6 +589,7 @@ def trial_rows(study) -> list[dict]:
             "duration_s": round((t.datetime_complete - t.datetime_start).total_seconds(), 3),
             "throughput": m["throughput"] if m else None,
             "p99_ms": m["p99_ms"] if m else None,
+            "compute_infer_ms": m.get("compute_infer_ms") if m else None,
             "load_s": attrs.get("load_s"),
             "first_request_ms": attrs.get("first_request_ms"),
             "measure_s": attrs.get("measure_s"),
@@ -967,12 +1013,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 again_keys = truth_candidates(records, objective_slas(slas), args.truth_within, args.truth_points)
                 params_of = {params_key(t["params"]): t["params"] for t in grid_trials}
                 again: list[Record] = []
+                rounds: list[list[dict]] = []
                 for i in range(1, args.truth_repeats + 1):
                     st = runner.measure(f"truth-{i}", [params_of[k] for k in again_keys],
                                         f"truth {i}/{args.truth_repeats}", fresh=args.remeasure_grid, order_seed=i)
-                    again += [r for r in records_of(trial_rows(st)) if r.key in set(again_keys)]
+                    rounds.append([t for t in trial_rows(st) if params_key(t["params"]) in set(again_keys)])
+                    again += records_of(rounds[-1])
                 truth = ground_truth(records, again)
                 grid = grid_summary(grid_trials, slas, truth, again_keys)
+                grid["drift"] = machine_drift(grid_trials, rounds)
                 print(f"grid: T_grid {grid['t_grid_s']:.1f} s over {len(grid_trials)} configurations "
                       f"(this invocation: {time.monotonic() - started:.1f} s, with {len(again_keys)} points measured "
                       f"{args.truth_repeats} more times); SLAs {grid['slas']}", flush=True)

@@ -6,28 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-results/gpu}; mkdir -p "$OUT"
-BUNDLE=.carry/gpu; T=/tmp/tuner-gpu
-export PYTHONUNBUFFERED=1
-# The image's Python environment (torch, onnxruntime, numpy 2.x).
-BASE_SITE=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-if [ ! -x "$T/env/bin/python" ]; then
-  mkdir -p "$T/server" "$T/tools" "$T/site"
-  tar -C "$T/server" -xJf "$BUNDLE/server.tar.xz"
-  tar -C "$T/tools" -xJf "$BUNDLE/tools.tar.xz"
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$T/site" "$BUNDLE"/wheels/*.whl
-  cp -r "$T/tools/tritonclient" "$T/site/"
-  # A venv whose own numpy 1.26 comes before the image's packages (the python backend stub of
-  # tritonserver 2.51 answered with empty tensors under numpy 2.5); tuner and the stub both use it.
-  python3 -m venv --without-pip "$T/env"
-  ENV_SITE=$("$T/env/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$ENV_SITE" "$BUNDLE"/stub-wheels/*.whl
-  echo "$BASE_SITE" > "$ENV_SITE/image-packages.pth"  # after the venv's own numpy
-fi
-export PYTHONPATH=$T/site:$PWD
-PY=$T/env/bin/python
-export TUNER_TRITONSERVER=$T/server/pytriton/tritonserver/bin/tritonserver
-export TUNER_PERF_ANALYZER=$T/tools/bin/perf_analyzer
-export LD_LIBRARY_PATH=$T/tools/lib:${LD_LIBRARY_PATH:-}
+source scripts/gpu/env.sh  # installs the bundle once; sets PY and the binaries
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $PY -c 'import sys, numpy, torch, onnxruntime; print(sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "ort", onnxruntime.__version__)'

@@ -309,3 +309,20 @@ def test_grid_study_measures_each_point_once_and_resumes_after_an_interruption(t
     # A third run finds nothing left to measure.
     runner.measure("grid", points, "grid")
     assert len(seen) == 6
+
+
+def test_machine_drift_from_identical_single_requests_and_repeated_rounds():
+    single = {"concurrency": 1, "dynamic_batching": False, "instances": 1}
+    trials = [
+        _trial(0, 0, 1, 100.0, 1.0, single | {"max_batch_size": 4}, compute_infer_ms=0.3),
+        _trial(1, 1, 2, 90.0, 1.0, single | {"max_batch_size": 32}, compute_infer_ms=0.6),
+        _trial(2, 2, 3, 80.0, 1.0, single | {"max_batch_size": 4, "instances": 2}, compute_infer_ms=0.9),  # alone
+        _trial(3, 2, 3, 300.0, 9.0, {"concurrency": 8, "dynamic_batching": True}, compute_infer_ms=2.0),
+    ]
+    again = [_trial(0, 0, 1, 240.0, 9.0, {"concurrency": 8, "dynamic_batching": True})]
+    drift = se.machine_drift(trials, [again])
+    assert (drift["same_work_groups"], drift["same_work_points"], drift["median_max_over_min"]) == (1, 2, 2.0)
+    assert drift["cv"] == pytest.approx(1 / 3, abs=1e-4)  # 0.3 and 0.6 around their mean 0.45
+    assert drift["rounds"] == [{"points": 1, "mean_ratio_to_grid": 0.8, "min": 0.8, "max": 0.8}]
+    lines = se.drift_lines(drift)
+    assert "max/min within a group 2.00 (median)" in lines[0] and "round 1: 1 points at 0.800" in lines[1]
