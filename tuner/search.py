@@ -259,7 +259,8 @@ class Objective:
                 measured[concurrency] = self._perf(trial, concurrency)
                 return measured[concurrency][0]
 
-            curve = ramp.ramp(measure_at, self.space.concurrency, self.exp.max_p99_ms, spec.ramp_min_gain)
+            floor = ramp.batching_floor(candidate.instances, candidate.max_batch_size, candidate.dynamic_batching)
+            curve = ramp.ramp(measure_at, self.space.concurrency, self.exp.max_p99_ms, spec.ramp_min_gain, floor)
             trial.set_user_attr("curve", [p.as_dict() for p in curve])
             measurement = ramp.pick(curve, self.exp.max_p99_ms)
             candidate = replace(candidate, concurrency=measurement.concurrency)

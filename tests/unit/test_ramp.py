@@ -31,10 +31,24 @@ def test_the_ramp_stops_when_doubling_the_load_no_longer_pays():
     assert ramp.pick(curve).concurrency == 8  # the highest throughput measured
 
 
+def test_a_batching_deployment_ramps_on_until_its_batches_can_fill():
+    stall = {1: (4155, 1), 2: (4740, 1), 4: (3591, 2), 8: (4263, 3), 16: (6472, 4), 32: (8160, 6)}  # measured
+    measure_at, asked = fake(stall)
+    assert ramp.pick(ramp.ramp(measure_at, list(stall))).concurrency == 2  # fooled by the stall
+    measure_at, asked = fake(stall)
+    floor = ramp.batching_floor(instances=1, max_batch_size=32, dynamic_batching=True)
+    assert ramp.pick(ramp.ramp(measure_at, list(stall), floor=floor)).concurrency == 32
+    assert ramp.batching_floor(2, 4, True) == 8 and ramp.batching_floor(3, 32, False) == 3
+    # The SLA still ends it early.
+    measure_at, asked = fake(stall)
+    ramp.ramp(measure_at, list(stall), max_p99_ms=2.5, floor=32)
+    assert asked == [1, 2, 4, 8]  # 8 is the first over 2.5 ms
+
+
 def test_the_ramp_stops_past_the_sla_and_picks_within_it():
     measure_at, asked = fake({1: (100, 1), 2: (190, 3), 4: (300, 6), 8: (500, 12)})
     curve = ramp.ramp(measure_at, [1, 2, 4, 8], max_p99_ms=5)
-    assert asked == [1, 2, 4]
+    assert asked == [1, 2, 4, 8]  # 8 is the first over 2.5 ms
     assert ramp.pick(curve, max_p99_ms=5).concurrency == 2
     # No point within the SLA: the least-bad one, so the trial reports its violation.
     measure_at, _ = fake({1: (100, 9), 2: (190, 12)})
