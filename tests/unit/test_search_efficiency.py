@@ -134,6 +134,13 @@ def test_near_best_points_are_measured_again_and_averaged_into_the_truth():
     assert truth[("b",)].throughput == 92  # a failed re-measurement adds nothing
 
 
+def test_a_best_that_rests_on_one_draw_is_flagged_for_measuring_again():
+    truth = {("a",): R(0, 90, 9, key=("a",)), ("b",): R(0, 95, 2, key=("b",)), ("c",): R(0, 50, 1, key=("c",))}
+    slas = {"overall": None, "loose": 5.0, "tight": 1.5}
+    assert se.unconfirmed_bests(truth, slas, [("a",)]) == [("b",), ("c",)]
+    assert se.unconfirmed_bests(truth, slas, [("a",), ("b",), ("c",)]) == []
+
+
 def test_the_sweep_loads_each_deployment_once_in_a_shuffled_order():
     points = [{"instances": i, "concurrency": c} for c in (16, 1, 4) for i in (1, 2, 3)]
     ordered = se.by_deployment(points, order_seed=3)
