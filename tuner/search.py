@@ -328,15 +328,17 @@ class Objective:
 
 def enqueue_first_trials(study: optuna.Study, exp: Experiment, batched: bool) -> None:
     """Triton's default config goes first (at each baseline concurrency, or once with a ramp): the
-    bar to beat. Then a few shapes that usually win, so that the sampler starts from good ground."""
+    bar to beat. Then a few shapes that usually win, so that the sampler starts from good ground;
+    never more first trials than the study's budget of trials."""
     ramping = exp.measure.concurrency_search == "ramp"
-    for concurrency in ([None] if ramping else exp.baseline_concurrency):
-        study.enqueue_trial(triton_default_params(concurrency, batched, exp.baseline_runtime),
-                            user_attrs={"baseline": True}, skip_if_exists=True)
+    first = [(triton_default_params(c, batched, exp.baseline_runtime), {"baseline": True})
+             for c in ([None] if ramping else exp.baseline_concurrency)]
     space = widen_for_baseline(exp.space, exp.baseline_concurrency, batched)
     middle = sorted(space.concurrency)[len(space.concurrency) // 2]
-    for params in strong_first_params(space, batched, exp.baseline_runtime):
-        study.enqueue_trial(params if ramping else params | {"concurrency": middle}, skip_if_exists=True)
+    first += [(params if ramping else params | {"concurrency": middle}, None)
+              for params in strong_first_params(space, batched, exp.baseline_runtime)]
+    for params, attrs in first[:max(exp.trials, 1)]:
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
 
 
 def run(exp: Experiment, reporter: Reporter) -> optuna.Study:

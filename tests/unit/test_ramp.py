@@ -88,3 +88,16 @@ def test_strong_first_shapes_use_only_values_of_the_space():
     assert len(strong_first_params(space.model_copy(update={"instances": [1, 3]}))) == 1
     assert strong_first_params(space.model_copy(update={"dynamic_batching": [False]})) == []
     assert strong_first_params(space, batched=False) == []
+
+
+def test_first_trials_never_exceed_the_studys_budget(tmp_path):
+    from tuner.experiment import build
+    from tuner.search import enqueue_first_trials
+
+    for trials, expected in ((1, 1), (2, 2), (20, 3)):
+        exp = build({"model": "m.onnx", "trials": trials, "space": {"instances": [1, 2], "threads": [0, 1]}})
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        enqueue_first_trials(study, exp, batched=True)
+        waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+        assert len(waiting) == expected
+        assert waiting[0].user_attrs == {"baseline": True}  # Triton's default always goes first
