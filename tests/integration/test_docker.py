@@ -136,7 +136,10 @@ def test_ctrl_c_stops_the_search_and_removes_its_container(engine, mlp_onnx, tmp
                             server={"launch": "docker", "image": LOCAL_IMAGE, "shm_size": "256m"})
     args = _search_args(mlp_onnx, spec, f"sqlite:///{tmp_path / 'tuner.db'}", "interrupted")
     with open(tmp_path / "search.out", "wb") as out:
-        search = subprocess.Popen([str(TUNER), *args], stdout=out, stderr=subprocess.STDOUT)
+        # Ctrl-C as a terminal sends it, whatever the runner did with SIGINT: a shell that started
+        # the tests in the background (`cmd &`) has it ignored, and children inherit that.
+        search = subprocess.Popen([str(TUNER), *args], stdout=out, stderr=subprocess.STDOUT,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not _containers(engine, "interrupted", search.pid):
