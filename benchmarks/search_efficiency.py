@@ -167,34 +167,12 @@ def best_of(records: Iterable[Record], sla_ms: float | None = None) -> Record | 
     return max(ok, key=lambda r: (r.throughput, -r.p99_ms)) if ok else None
 
 
-def time_to_fraction(records: Sequence[Record], target: float | None, sla_ms: float | None = None,
-                     fraction: float = FRACTION) -> tuple[float, int] | None:
-    """(elapsed seconds, trials finished) when the best-so-far throughput among the trials within
-    the SLA first reaches `fraction` of `target`; None if it never does (or there is no target)."""
-    if not target:
-        return None
-    for count, r in enumerate(sorted(records, key=lambda r: r.elapsed_s), 1):
-        if feasible(r, sla_ms) and r.throughput >= fraction * target:
-            return r.elapsed_s, count
-    return None
-
-
 def final_ratio(records: Iterable[Record], target: float | None, sla_ms: float | None = None) -> float | None:
     """Best throughput within the SLA over `target` (0.0 when no trial meets the SLA)."""
     if not target:
         return None
     best = best_of(records, sla_ms)
     return 0.0 if best is None else best.throughput / target
-
-
-def best_so_far(records: Sequence[Record], sla_ms: float | None = None) -> list[tuple[float, float]]:
-    """The steps of the best-so-far curve: (elapsed, new best throughput) within the SLA."""
-    steps, best = [], -math.inf
-    for r in sorted(records, key=lambda r: r.elapsed_s):
-        if feasible(r, sla_ms) and r.throughput > best:
-            best = r.throughput
-            steps.append((round(r.elapsed_s, 3), round(best, 3)))
-    return steps
 
 
 def quantile(values: Sequence[float], q: float) -> float:

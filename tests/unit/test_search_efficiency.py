@@ -2,6 +2,7 @@
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -18,37 +19,50 @@ _spec.loader.exec_module(se)
 R = se.Record
 
 
-def test_time_to_95_is_when_the_best_so_far_first_gets_there():
+def _keyed(*records):
+    """Records with a key each and the truth equal to what they measured."""
+    keyed = [replace(r, key=(i,)) for i, r in enumerate(records)]
+    return keyed, se.ground_truth(keyed)
+
+
+def _t95(records, target, sla_ms=None, **kw):
+    keyed, truth = _keyed(*records)
+    return se.time_to_true_fraction(se.incumbent_trace(keyed, truth, sla_ms), target, **kw)
+
+
+def test_time_to_95_is_when_the_pick_first_gets_there():
     records = [R(10, 50, 5), R(20, 80, 30), R(30, 96, 40), R(40, 99, 3)]
-    assert se.time_to_fraction(records, 100) == (30, 3)
+    assert _t95(records, 100) == (30, 3)
     # Order of the list does not matter, only the elapsed times.
-    assert se.time_to_fraction(list(reversed(records)), 100) == (30, 3)
+    keyed, truth = _keyed(*records)
+    assert se.time_to_true_fraction(se.incumbent_trace(list(reversed(keyed)), truth), 100) == (30, 3)
     # Under an SLA only the trials within it count: the 96 at p99 40 ms is over 10 ms.
-    assert se.time_to_fraction(records, 100, sla_ms=10) == (40, 4)
-    assert se.time_to_fraction(records, 100, sla_ms=1) is None
-    assert se.time_to_fraction(records, None) is None  # no grid best to compare with
+    assert _t95(records, 100, sla_ms=10) == (40, 4)
+    assert _t95(records, 100, sla_ms=1) is None
+    assert _t95(records, None) is None  # no grid best to compare with
 
 
 def test_failed_trials_count_as_trials_but_never_as_best():
-    records = [R(5, None, None), R(9, 95, 2)]
-    assert se.time_to_fraction(records, 100) == (9, 2)
+    assert _t95([R(5, None, None), R(9, 95, 2)], 100) == (9, 2)
     assert se.best_of([R(5, None, None)]) is None
 
 
 def test_the_threshold_is_inclusive_and_configurable():
-    assert se.time_to_fraction([R(1, 95.0, 1)], 100) == (1, 1)
-    assert se.time_to_fraction([R(1, 94.9, 1)], 100) is None
-    assert se.time_to_fraction([R(1, 90, 1)], 100, fraction=0.9) == (1, 1)
+    assert _t95([R(1, 95.0, 1)], 100) == (1, 1)
+    assert _t95([R(1, 94.9, 1)], 100) is None
+    assert _t95([R(1, 90, 1)], 100, fraction=0.9) == (1, 1)
 
 
-def test_final_ratio_and_best_so_far_curve():
+def test_final_ratio_and_the_picks_over_time():
     records = [R(1, 60, 20), R(2, 50, 4), R(3, 70, 8), R(4, 65, 2)]
     assert se.final_ratio(records, 100) == pytest.approx(0.7)
     assert se.final_ratio(records, 80, sla_ms=5) == pytest.approx(65 / 80)
     assert se.final_ratio(records, 80, sla_ms=1) == 0.0  # nothing within the SLA
     assert se.final_ratio(records, None) is None
-    assert se.best_so_far(records) == [(1, 60), (3, 70)]
-    assert se.best_so_far(records, sla_ms=5) == [(2, 50), (4, 65)]
+    keyed, truth = _keyed(*records)
+    assert [(e, p.throughput) for e, _n, p, _t in se.incumbent_trace(keyed, truth)] == [
+        (1, 60), (2, 60), (3, 70), (4, 70)]
+    assert [(e, p.throughput) for e, _n, p, _t in se.incumbent_trace(keyed, truth, sla_ms=5)] == [(2, 50), (3, 50), (4, 65)]
 
 
 def test_best_of_breaks_throughput_ties_on_p99():
