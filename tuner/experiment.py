@@ -92,6 +92,11 @@ class MeasureSpec(_Strict):
     ramp_min_gain: float = Field(0.03, ge=0, description="ramp: stop when a step adds less than this share of throughput")
     confirm_best: bool = Field(True, description="measure a new best once more and keep the mean (noise guard)")
 
+    @property
+    def ramps(self) -> bool:
+        """Each trial finds its concurrency (no concurrency among the sampled params)."""
+        return self.concurrency_search == "ramp"
+
 
 class AccuracySettings(_Strict):
     """The guard every non-reference candidate passes before it is measured."""

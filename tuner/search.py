@@ -161,9 +161,8 @@ class Objective:
         self._loaded_config: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        ramping = self.exp.measure.concurrency_search == "ramp"
         candidate = suggest(trial, self.space, self.source.signature.batched, self.runtimes,
-                            sample_concurrency=not ramping)
+                            sample_concurrency=not self.exp.measure.ramps)
         trial.set_user_attr("candidate", candidate.as_dict())
         self.reporter.trial_started(trial.number, candidate)
         previous = _same_params(trial.study, trial.params)
@@ -252,7 +251,7 @@ class Objective:
         a new best is measured once more and stored as the mean of both runs."""
         started = time.monotonic()
         spec = self.exp.measure
-        if spec.concurrency_search == "ramp":
+        if spec.ramps:
             measured: dict[int, tuple] = {}
 
             def measure_at(concurrency: int) -> perf_analyzer.Measurement:
@@ -330,7 +329,7 @@ def enqueue_first_trials(study: optuna.Study, exp: Experiment, batched: bool) ->
     """Triton's default config goes first (at each baseline concurrency, or once with a ramp): the
     bar to beat. Then a few shapes that usually win, so that the sampler starts from good ground;
     never more first trials than the study's budget of trials."""
-    ramping = exp.measure.concurrency_search == "ramp"
+    ramping = exp.measure.ramps
     first = [(triton_default_params(c, batched, exp.baseline_runtime), {"baseline": True})
              for c in ([None] if ramping else exp.baseline_concurrency)]
     space = widen_for_baseline(exp.space, exp.baseline_concurrency, batched)
