@@ -35,7 +35,7 @@ from tuner.measure import perf_analyzer
 from tuner.render import render
 from tuner.server import ModelPackage
 from tuner.server.local import LocalServer
-from tuner.space import Candidate
+from tuner.candidate import Candidate
 
 SETTINGS = {  # name -> (window ms, stability %, max windows)
     "1 s windows, 20 % (tuner default)": (1000, 20.0, 6),

@@ -19,7 +19,7 @@ import optuna
 
 from tuner import model_source, results
 from tuner.experiment import Experiment
-from tuner.search import load_samples
+from tuner.workspace import load_samples
 
 
 def padded_batch(samples: list[dict[str, np.ndarray]], start: int, size: int) -> dict[str, np.ndarray]:

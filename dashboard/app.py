@@ -1,26 +1,21 @@
 """The tuner dashboard: a Streamlit app over one Optuna study storage, and nothing else.
 
-Served by `tuner dashboard [--storage URL]`, which runs
-`streamlit run dashboard/app.py -- --storage URL`. See docs/dashboard.md.
+Served by `tuner dashboard [--storage URL]`, which runs `streamlit run <this file> -- --storage URL`
+(the file is the module tuner.dashboard.app, tuner.resources.DASHBOARD_APP). See docs/dashboard.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import optuna
 import pandas as pd
 import streamlit as st
 
-HERE = str(Path(__file__).resolve().parent)
-if HERE not in sys.path:  # `streamlit run` puts this folder on sys.path; AppTest does not
-    sys.path.insert(0, HERE)
-import views  # noqa: E402
-
-from tuner import results  # noqa: E402
-from tuner.errors import TunerError  # noqa: E402
+from tuner import results
+from tuner.dashboard import views
+from tuner.errors import TunerError
 
 REFRESH_S = 5
 NEWEST = 5
@@ -31,7 +26,7 @@ SHOWN_ATTRS = {"candidate", "config_pbtxt", "measurement", "perf_analyzer_cmd", 
 
 def storage_url(argv: list[str]) -> str:
     """The storage URL given after `--` on the streamlit command line."""
-    parser = argparse.ArgumentParser(prog="dashboard/app.py")
+    parser = argparse.ArgumentParser(prog="tuner dashboard")
     parser.add_argument("--storage", default=views.DEFAULT_STORAGE)
     return parser.parse_known_args(argv)[0].storage
 

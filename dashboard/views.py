@@ -17,9 +17,9 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from tuner import export, results
+from tuner import export, knobs, results
 from tuner.errors import TunerError
-from tuner.report import describe
+from tuner.candidate import describe
 
 DEFAULT_STORAGE = "sqlite:///results/tuner.db"
 UNFINISHED = ("RUNNING", "WAITING")
@@ -29,8 +29,7 @@ OK, OVER_SLA, REJECTED, FAILED, RUNNING = "ok", "over SLA", "rejected", "failed"
 TIME_SPLIT = {"client_send_ms": "client send", "queue_ms": "queue", "compute_input_ms": "compute input",
               "compute_infer_ms": "compute infer", "compute_output_ms": "compute output",
               "client_recv_ms": "client receive"}
-HOVER_KNOBS = ["instances", "max_batch_size", "dynamic_batching", "max_queue_delay_us", "preferred_batch",
-               "threads", "warmup", "concurrency"]
+HOVER_KNOBS = list(knobs.NAMES)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:

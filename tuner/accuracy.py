@@ -85,7 +85,7 @@ def reference_outputs(onnx_path: Path, samples: Sequence[Mapping[str, np.ndarray
     """ONNX Runtime fp32 CPU outputs of the original model, one sample at a time as a batch of one."""
     import onnxruntime as ort
 
-    from tuner.backends._base import batch_of_one
+    from tuner.backends.base import batch_of_one
     from tuner.signature import read_signature
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -105,14 +105,14 @@ def export(
     OUT/<model>/1/model.onnx, with REPORT.md holding its measured figures and the perf_analyzer
     command that reproduces them.
     """
-    from tuner import search as search_mod
     from tuner.export import export as export_study
+    from tuner.study import open_study
 
     try:
         if max_p99_ms is not None and max_p99_ms <= 0:
             raise TunerError("--max-p99-ms must be a positive number of milliseconds")
         exp = experiment.build({"model": "-", "storage": storage})
-        study_obj = search_mod.open_study(exp, study, create=False)
+        study_obj = open_study(exp, study, create=False)
         exported = export_study(study_obj, out, max_p99_ms, trial, form)
     except TunerError as exc:
         _fail(str(exc))
@@ -128,11 +128,12 @@ def report(
     max_p99_ms: Optional[float] = typer.Option(None, help="SLA in ms (default: the study's)."),
 ) -> None:
     """Print a study's results: best trials, best per backend and precision, tuned against default."""
-    from tuner import results, search as search_mod
+    from tuner import results
     from tuner.report import runtime_table
+    from tuner.study import open_study
 
     try:
-        study_obj = search_mod.open_study(experiment.build({"model": "-", "storage": storage}), study, create=False)
+        study_obj = open_study(experiment.build({"model": "-", "storage": storage}), study, create=False)
     except TunerError as exc:
         _fail(str(exc))
     sla = max_p99_ms if max_p99_ms is not None else study_obj.user_attrs.get("max_p99_ms")
@@ -153,9 +154,10 @@ def dashboard(
     import sys
 
     url = storage or experiment.build({"model": "-"}).storage_url
-    app_path = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    from tuner.resources import DASHBOARD_APP
+
     console.print(f"dashboard on http://{address}:{port} reading {url} (Ctrl-C stops it)", highlight=False)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", address,
+    cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.address", address,
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--", "--storage", url]
     try:

@@ -7,12 +7,17 @@ validates it; a bad field gives one line that names the field and what is allowe
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from tuner import backends
+from tuner.accuracy import AccuracySpec, CtcCheck
+from tuner.candidate import PRECISIONS, split_runtime
 from tuner.errors import TunerError
+from tuner.knobs import KNOBS, Knob
 
 _KNOWN_STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
 
@@ -21,61 +26,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Space(_Strict):
-    """The values each knob may take. One value pins the knob."""
-
-    instances: list[int] = Field([1, 2, 3], description="model instances (instance_group count)")
-    max_batch_size: list[int] = Field([1, 2, 4, 8, 16, 32], description="Triton max_batch_size")
-    dynamic_batching: list[bool] = [False, True]
-    max_queue_delay_us: list[int] = Field([0, 100, 500, 2000], description="dynamic batcher queue delay")
-    preferred_batch: list[bool] = Field([False, True], description="prefer batches of max_batch_size")
-    threads: list[int] = Field([0, 1, 2], description="runtime intra-op threads per instance; 0 = runtime default")
-    warmup: list[bool] = [False, True]
-    concurrency: list[int] = Field([1, 2, 4, 8, 16, 32], description="perf_analyzer concurrent requests")
-    backends: list[str] = Field(["onnxruntime"], description="runtimes to search (tuner doctor lists them)")
-    precisions: list[str] = Field(["fp32"], description="fp32, fp16, bf16, int8; pairs a backend lacks are dropped")
-    gpus: list[str] = Field(["all"], description='KIND_GPU placement: "all" GPUs (count per GPU) or ids "0,1"')
-
-    @field_validator("*")
-    @classmethod
-    def _non_empty(cls, values: list) -> list:
+def _knob_check(knob: Knob):
+    def check(cls, values: list) -> list:
         if not values:
             raise ValueError("must list at least one value")
+        if knob.minimum is not None and any(v < knob.minimum for v in values):
+            raise ValueError(f"values must be >= {knob.minimum}")
+        if knob.choices is not None and any(v not in knob.choices for v in values):
+            raise ValueError(f"values must be among {', '.join(map(str, knob.choices))}")
         return values
 
-    @field_validator("instances", "max_batch_size", "concurrency")
-    @classmethod
-    def _positive(cls, values: list[int]) -> list[int]:
-        if any(v < 1 for v in values):
-            raise ValueError("values must be >= 1")
-        return values
+    return field_validator(knob.name)(check)
 
-    @field_validator("backends")
-    @classmethod
-    def _known_backends(cls, values: list[str]) -> list[str]:
-        from tuner import backends
 
-        unknown = [v for v in values if v not in backends.names()]
+def _known(allowed: Callable[[], Sequence[str]]):
+    def check(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("must list at least one value")
+        unknown = [v for v in values if v not in allowed()]
         if unknown:
-            raise ValueError(f"unknown {', '.join(unknown)}; known: {', '.join(backends.names())}")
+            raise ValueError(f"unknown {', '.join(unknown)}; known: {', '.join(allowed())}")
         return values
 
-    @field_validator("precisions")
-    @classmethod
-    def _known_precisions(cls, values: list[str]) -> list[str]:
-        from tuner.backends import PRECISIONS
+    return check
 
-        unknown = [v for v in values if v not in PRECISIONS]
-        if unknown:
-            raise ValueError(f"unknown {', '.join(unknown)}; known: {', '.join(PRECISIONS)}")
-        return values
 
-    @field_validator("threads", "max_queue_delay_us")
-    @classmethod
-    def _non_negative(cls, values: list[int]) -> list[int]:
-        if any(v < 0 for v in values):
-            raise ValueError("values must be >= 0")
-        return values
+# The values each knob may take (one value pins the knob): a field per knob of tuner.knobs, plus
+# the runtimes, whose usable "backend:precision" pairs are found on the machine and server.
+Space = create_model(
+    "Space",
+    __base__=_Strict,
+    __doc__="The values each knob may take. One value pins the knob.",
+    __validators__={
+        **{f"_check_{k.name}": _knob_check(k) for k in KNOBS},
+        "_known_backends": field_validator("backends")(_known(lambda: backends.names())),
+        "_known_precisions": field_validator("precisions")(_known(lambda: PRECISIONS)),
+    },
+    backends=(list[str], Field(["onnxruntime"], description="runtimes to search (tuner doctor lists them)")),
+    precisions=(list[str], Field(["fp32"], description="fp32, fp16, bf16, int8; pairs a backend lacks are dropped")),
+    **{k.name: (list[k.type], Field(list(k.values), description=k.description)) for k in KNOBS},
+)
 
 
 class MeasureSpec(_Strict):
@@ -86,6 +76,7 @@ class MeasureSpec(_Strict):
     max_windows: int = Field(6, ge=3, description="give up on stability after this many windows")
     timeout_s: float = Field(180.0, gt=0, description="kill perf_analyzer after this long")
     samples: int = Field(8, ge=1, description="distinct sample inputs fed to perf_analyzer")
+    data_seed: int | None = Field(None, description="seed of the sample inputs; default: the study's seed")
     concurrency_search: Literal["ramp", "sample"] = Field(
         "ramp", description="ramp: measure each configuration at rising concurrencies (space.concurrency) on one "
                             "load until throughput stops rising or p99 passes the SLA; sample: the sampler picks one")
@@ -109,9 +100,7 @@ class AccuracySettings(_Strict):
     samples: int = Field(8, ge=1, description="sample inputs compared (the first of the measurement samples)")
     calibration_samples: int = Field(32, ge=1, description="inputs for int8 static calibration")
 
-    def spec(self):
-        from tuner.accuracy import AccuracySpec, CtcCheck
-
+    def spec(self) -> AccuracySpec:
         ctc = CtcCheck(self.ctc_log_probs, self.ctc_lengths, self.min_ctc_agreement) if self.ctc_log_probs else None
         return AccuracySpec(self.max_rel_error, self.output_limits, ctc)
 
@@ -179,10 +168,8 @@ class Experiment(_Strict):
     @field_validator("baseline_runtime")
     @classmethod
     def _runtime_key(cls, key: str) -> str:
-        from tuner import backends
-
-        backend, _, precision = key.partition(":")
-        if backend not in backends.names() or precision not in backends.PRECISIONS:
+        backend, precision = split_runtime(key)
+        if backend not in backends.names() or precision not in PRECISIONS:
             raise ValueError(f"must be backend:precision, e.g. onnxruntime:fp32 (backends: {', '.join(backends.names())})")
         return key
 

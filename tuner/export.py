@@ -10,12 +10,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from tuner import backends, model_source, results
+from tuner import model_source, results
+from tuner.candidate import Candidate
 from tuner.errors import TunerError
 from tuner.experiment import Experiment
 from tuner.render import render
-from tuner.search import Workspace, load_samples, prepare_artifact, write_warmup_files
-from tuner.space import Candidate
+from tuner.trial.artifact import prepare
+from tuner.workspace import Workspace, load_samples, write_warmup_files
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,11 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
     exp = Experiment.model_validate(study.user_attrs["experiment"])
     trial = choose(study, max_p99_ms, trial_number)
     source = model_source.resolve(study.user_attrs["model"], exp.results_dir / "cache")
-    candidate = Candidate(**study.trials[int(trial.number)].user_attrs["candidate"])
-    sample = load_samples(source, exp)[0]
+    candidate = Candidate.from_dict(study.trials[int(trial.number)].user_attrs["candidate"])
+    samples = load_samples(source, exp)
+    sample = samples[0]
     config = render(form, source.name, source.signature, candidate, sample, source.ragged_outputs)
-
-    backend = backends.get(candidate.backend)
-    artifact = prepare_artifact(source, exp, candidate)
-    files = backend.native_files(artifact) if form == "native" else backend.adapter_files(artifact)
+    files = prepare(source, exp, candidate, samples, form).files
 
     model_dir = out_dir / source.name
     if model_dir.exists():

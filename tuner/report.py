@@ -11,19 +11,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner import results
-from tuner.space import Candidate
+from tuner.candidate import Candidate, describe
 
 # Logs and CI pipes get a wide console instead of rich's 80-column default for non-terminals.
 console = Console() if sys.stdout.isatty() else Console(width=180)
-
-
-def describe(c: dict | Candidate) -> str:
-    c = c if isinstance(c, dict) else c.as_dict()
-    batching = "off"
-    if c.get("dynamic_batching"):
-        batching = f"on/{c['max_queue_delay_us']}us" + ("/pref" if c.get("preferred_batch") else "")
-    return (f"{c['backend']}/{c['precision']} x{c['instances']} mbs={c['max_batch_size']} db={batching} "
-            f"thr={c['threads']} warm={'y' if c['warmup'] else 'n'} conc={c['concurrency'] or 'ramp'}")
 
 
 class RichReporter:

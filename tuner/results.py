@@ -5,8 +5,9 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
-KNOBS = ["backend", "precision", "instances", "max_batch_size", "dynamic_batching", "max_queue_delay_us",
-         "preferred_batch", "threads", "warmup", "concurrency"]
+from tuner import knobs
+
+KNOBS = ["backend", "precision", "kind", "family", *knobs.NAMES]  # the candidate's fields
 METRICS = ["cpu_utilization", "gpu_utilization", "gpu_memory_gb", "gpu_power_w"]
 FIGURES = ["throughput", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "queue_ms", "compute_input_ms",
            "compute_infer_ms", "compute_output_ms"]

@@ -1,126 +1,88 @@
-"""The search space: Optuna suggestions -> Candidate, a frozen description of one deployment."""
+"""The search space: Optuna suggestions -> Candidate, following the knob table (tuner.knobs).
+
+Each model of a deployment draws its knobs under its own `prefix` ("" for a single model,
+e.g. "encoder." for a step of an ensemble), so one study can hold a knob set per model.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import optuna
 
+from tuner import backends
+from tuner.candidate import REFERENCE_RUNTIME, Candidate, split_runtime
 from tuner.experiment import Space
+from tuner.knobs import BY_NAME, KNOBS, Context
 
 
-REFERENCE_RUNTIME = "onnxruntime:fp32"
+def context(runtime: str, batched: bool = True, sample_concurrency: bool = False) -> Context:
+    """The knob context of a runtime choice ("backend:precision") for a model."""
+    backend = backends.get(split_runtime(runtime)[0])
+    return Context(batched=batched, kind=backend.default_kind, family=backend.family,
+                   sample_concurrency=sample_concurrency)
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One Triton deployment of the model plus the client load it is measured under."""
-
-    instances: int
-    max_batch_size: int  # 0 = the model is not batched (Triton does not own the first dim)
-    dynamic_batching: bool
-    max_queue_delay_us: int
-    preferred_batch: bool  # ask the dynamic batcher for batches of max_batch_size
-    threads: int  # runtime intra-op threads per instance; 0 = runtime default
-    warmup: bool
-    concurrency: int
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
-    kind: str = "KIND_CPU"
-    gpus: str = "all"  # KIND_GPU: "all" (count instances on every GPU) or device ids "0,1"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def preferred_batch_sizes(self) -> list[int]:
-        return [self.max_batch_size] if self.dynamic_batching and self.preferred_batch else []
+def candidate(runtime: str, values: dict, ctx: Context) -> Candidate:
+    """The Candidate of a runtime and the values of the knobs that exist (others stay off)."""
+    backend, precision = split_runtime(runtime)
+    return Candidate(backend=backend, precision=precision, kind=ctx.kind, family=ctx.family, **values)
 
 
-def runtime_key(backend: str, precision: str) -> str:
-    """One categorical knob for backend and precision: Optuna needs the same choices in every
-    trial, and which precisions exist depends on the backend."""
-    return f"{backend}:{precision}"
+def suggest(trial: optuna.Trial, space: Space, batched: bool = True, runtimes: list[str] | None = None,
+            sample_concurrency: bool = True, prefix: str = "") -> Candidate:
+    """Ask the trial for the runtime, then one value per knob that exists given the choices so far.
 
-
-def suggest(trial: optuna.Trial, space: Space, batched: bool = True,
-            runtimes: list[str] | None = None, sample_concurrency: bool = True) -> Candidate:
-    """Ask the trial for one value per knob; batching knobs only where they mean something.
-
-    `runtimes` are the "backend:precision" keys usable here (default: the reference, ONNX Runtime fp32).
-    Without `sample_concurrency` the concurrency is left 0: the trial finds it (a ramp).
+    `runtimes` are the "backend:precision" keys usable here (default: the reference, ONNX Runtime
+    fp32). Without `sample_concurrency` the concurrency stays 0: the trial finds it (a ramp).
     """
-    from tuner import backends
-
-    pick = trial.suggest_categorical
-    backend, precision = pick("runtime", runtimes or [REFERENCE_RUNTIME]).split(":")
-    max_batch = pick("max_batch_size", space.max_batch_size) if batched else 0
-    dynamic = batched and pick("dynamic_batching", space.dynamic_batching)
-    return Candidate(
-        instances=pick("instances", space.instances),
-        max_batch_size=max_batch,
-        dynamic_batching=dynamic,
-        max_queue_delay_us=pick("max_queue_delay_us", space.max_queue_delay_us) if dynamic else 0,
-        preferred_batch=pick("preferred_batch", space.preferred_batch) if dynamic else False,
-        threads=pick("threads", space.threads),
-        warmup=pick("warmup", space.warmup),
-        concurrency=pick("concurrency", space.concurrency) if sample_concurrency else 0,
-        backend=backend,
-        precision=precision,
-        kind=(kind := backends.get(backend).default_kind),
-        gpus=pick("gpus", space.gpus) if kind == "KIND_GPU" else "all",
-    )
+    runtime = trial.suggest_categorical(f"{prefix}runtime", runtimes or [REFERENCE_RUNTIME])
+    ctx = context(runtime, batched, sample_concurrency)
+    chosen: dict = {}
+    for knob in KNOBS:
+        if knob.exists(chosen, ctx):
+            chosen[knob.name] = trial.suggest_categorical(f"{prefix}{knob.name}", getattr(space, knob.name))
+    return candidate(runtime, chosen, ctx)
 
 
 def triton_default_params(concurrency: int | None, batched: bool = True, runtime: str = REFERENCE_RUNTIME) -> dict:
-    """Triton's default deployment: one instance (per GPU), no dynamic batching, runtime default
-    threads, max_batch_size 4 (tritonserver's --backend-config default-max-batch-size), no warmup.
-    `concurrency` None: no client load in the params (a ramp finds it)."""
-    from tuner import backends
-
-    params = {"runtime": runtime, "instances": 1, "threads": 0, "warmup": False}
+    """Triton's default deployment as trial params: each knob that exists at its Triton default
+    (one instance per GPU, max_batch_size 4, no dynamic batching, runtime default threads and
+    graph optimization, no warmup). `concurrency` None: no client load in the params (a ramp finds it)."""
+    ctx = context(runtime, batched)
+    params: dict = {"runtime": runtime}
+    for knob in KNOBS:
+        if knob.triton_default is not None and knob.exists(params, ctx):
+            params[knob.name] = knob.triton_default
     if concurrency is not None:
         params["concurrency"] = concurrency
-    if backends.get(runtime.split(":")[0]).default_kind == "KIND_GPU":
-        params["gpus"] = "all"
-    if batched:
-        params |= {"max_batch_size": 4, "dynamic_batching": False}
     return params
 
 
-def widen_for_baseline(space: Space, baseline_concurrency: list[int], batched: bool) -> Space:
+def widen_for_baseline(space: Space, baseline_concurrency: list[int], batched: bool,
+                       runtime: str = REFERENCE_RUNTIME) -> Space:
     """Make sure every value of the default config is a legal choice, so it can be enqueued."""
-    need = triton_default_params(0, batched)
+    need = triton_default_params(None, batched, runtime)
     updates = {}
-    for knob, value in need.items():
-        if knob in ("concurrency", "runtime"):
-            continue
-        values = getattr(space, knob)
-        if value not in values:
-            updates[knob] = sorted({*values, value})
+    for name, value in need.items():
+        if name in BY_NAME and value not in getattr(space, name):
+            updates[name] = sorted({*getattr(space, name), value})
     missing = sorted(set(baseline_concurrency) - set(space.concurrency))
     if missing:
         updates["concurrency"] = sorted({*space.concurrency, *missing})
     return space.model_copy(update=updates) if updates else space
 
 
-def strong_first_params(space: Space, batched: bool = True, runtime: str = REFERENCE_RUNTIME) -> list[dict]:
-    """Shapes that usually win, measured right after Triton's default so the sampler starts from
-    good ground: dynamic batching up to the largest batch with the shortest queue delay, on one
-    instance with the runtime's own threads, and on two instances of one thread each (two
-    requests in flight without the runtimes fighting over cores). Only values the space holds."""
-    if not batched or True not in space.dynamic_batching:
-        return []
-    base = triton_default_params(None, batched, runtime) | {
-        "max_batch_size": max(space.max_batch_size), "dynamic_batching": True,
-        "max_queue_delay_us": min(space.max_queue_delay_us),
-        "preferred_batch": False if False in space.preferred_batch else True,
-        "warmup": False if False in space.warmup else True}
-    shapes = [base | {"instances": min(space.instances), "threads": 0 if 0 in space.threads else min(space.threads)}]
-    if 2 in space.instances:
-        shapes.append(base | {"instances": 2, "threads": 1 if 1 in space.threads else shapes[0]["threads"]})
-    legal = []
-    for shape in shapes:
-        if all(value in getattr(space, knob) for knob, value in shape.items() if knob not in ("runtime", "gpus")):
-            legal.append(shape)
-    return legal
+def grid(space: Space, batched: bool = True, runtime: str = REFERENCE_RUNTIME,
+         sample_concurrency: bool = True) -> list[dict]:
+    """Every combination of the space's values for one runtime, as trial params; knobs that do
+    not exist for a combination are left out (the exhaustive sweep the benchmarks compare with)."""
+    ctx = context(runtime, batched, sample_concurrency)
+    points: list[dict] = [{"runtime": runtime}]
+    for knob in KNOBS:
+        grown = []
+        for point in points:
+            if knob.exists(point, ctx):
+                grown += [point | {knob.name: value} for value in getattr(space, knob.name)]
+            else:
+                grown.append(point)
+        points = grown
+    return points

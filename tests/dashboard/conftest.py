@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 import pytest
@@ -14,9 +13,8 @@ from typer.testing import CliRunner
 
 from tuner import tools
 from tuner.cli import app
+from tuner.resources import DASHBOARD_APP as APP
 
-REPO = Path(__file__).resolve().parents[2]
-APP = REPO / "dashboard" / "app.py"
 STUDY = "dash"
 SLA_MS = 500.0
 

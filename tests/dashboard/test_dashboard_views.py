@@ -1,14 +1,9 @@
 """The dashboard's figures keep the trial behind each marker, so a click opens the right trial."""
 
-import sys
-from pathlib import Path
-
 import optuna
 
 from dashboard_studies import make_study, measured
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dashboard"))
-import views  # noqa: E402
+from tuner.dashboard import views
 
 
 def test_every_marker_of_the_pareto_chart_leads_back_to_its_trial(tmp_path):

@@ -10,11 +10,12 @@ import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper, numpy_helper
 
 from tuner import accuracy, backends, client
+from tuner.backends import PrepareRequest
+from tuner.candidate import Candidate
 from tuner.render import render
 from tuner.server import ModelPackage
 from tuner.server.local import LocalServer
 from tuner.signature import read_signature
-from tuner.space import Candidate
 
 # Max relative error (against the output's range) each precision may lose on the tiny MLP.
 TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3, "bf16": 3e-2, "int8": 0.1}
@@ -29,7 +30,8 @@ def render_adapter(name, signature, candidate, sample, ragged_outputs=None) -> s
 def candidate(backend: str, precision: str) -> Candidate:
     return Candidate(instances=1, max_batch_size=8, dynamic_batching=False, max_queue_delay_us=0,
                      preferred_batch=False, threads=1, warmup=False, concurrency=1, backend=backend,
-                     precision=precision, kind=backends.get(backend).default_kind)
+                     precision=precision, kind=backends.get(backend).default_kind,
+                     family=backends.get(backend).family)
 
 
 def ctc_model(path: Path, features: int = 4, vocab: int = 5) -> Path:
@@ -73,7 +75,7 @@ def test_adapter_serves_the_precision_within_tolerance(server, mlp_onnx, mlp_set
         pytest.skip(reason)
     samples, calibration, reference, cache = mlp_setup
     runtime = backends.get(backend)
-    artifact = runtime.prepare(mlp_onnx, precision, cache, calibration)
+    artifact = runtime.prepare(PrepareRequest(mlp_onnx, precision, cache, calibration_samples=calibration))
     sig = read_signature(mlp_onnx)
     name = f"mlp_{backend}_{precision}".replace("-", "_")
     config = render_adapter(name, sig, candidate(backend, precision), samples[0])
@@ -94,7 +96,7 @@ def test_openvino_adapter_runs_new_batch_sizes_and_lengths_and_trims_ragged_outp
     source = ctc_model(tmp_path / "ctc.onnx")
     sig = read_signature(source)
     runtime = backends.get("openvino")
-    artifact = runtime.prepare(source, "fp32", tmp_path / "cache")
+    artifact = runtime.prepare(PrepareRequest(source, "fp32", tmp_path / "cache"))
     sample = {"x": np.zeros((5, 4), np.float32), "lengths": np.array([5], np.int32)}
     config = render_adapter("ctc", sig, candidate("openvino", "fp32"), sample, {"log_probs": "out_lengths"})
     server.load(ModelPackage("ctc", config, runtime.adapter_files(artifact)))
@@ -122,3 +124,4 @@ def test_openvino_adapter_runs_new_batch_sizes_and_lengths_and_trims_ragged_outp
     finally:
         grpc.close()
         server.unload("ctc")
+

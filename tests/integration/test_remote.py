@@ -20,7 +20,7 @@ from tuner.render import render
 from tuner.server import ModelPackage
 from tuner.server.local import LocalServer, free_port
 from tuner.signature import read_signature
-from tuner.space import Candidate
+from tuner.candidate import Candidate
 
 from conftest import write_experiment
 

@@ -8,10 +8,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tuner import backends, client, model_source
+from tuner.backends import PrepareRequest
 from tuner.render import render
 from tuner.server import ModelPackage
 from tuner.server.local import LocalServer
-from tuner.space import Candidate
+from tuner.candidate import Candidate
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +65,10 @@ def test_the_pytorch_adapter_serves_the_same_model_as_the_onnx_export(wenet_tiny
     samples = source.sample_inputs(np.random.default_rng(5), 3)
     candidate = Candidate(instances=1, max_batch_size=4, dynamic_batching=False, max_queue_delay_us=0,
                           preferred_batch=False, threads=1, warmup=False, concurrency=1,
-                          backend="pytorch", precision="fp32", kind="KIND_CPU")
+                          backend="pytorch", precision="fp32", kind="KIND_CPU", family="pytorch")
     pytorch = backends.get("pytorch")
-    artifact = pytorch.prepare(source.onnx_path, "fp32", tmp_path / "artifacts", torch_module=source.torch_module)
+    artifact = pytorch.prepare(PrepareRequest(source.onnx_path, "fp32", tmp_path / "artifacts",
+                                               torch_module=source.torch_module))
     config = render("adapter", source.name, source.signature, candidate, samples[0], source.ragged_outputs)
     with LocalServer(tmp_path / "repo", tmp_path / "server.log") as server:
         server.load(ModelPackage(source.name, config, pytorch.adapter_files(artifact)))

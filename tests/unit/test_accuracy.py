@@ -7,6 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tuner import backends
+from tuner.backends import PrepareRequest
 from tuner.accuracy import AccuracySpec, CtcCheck, check, reference_outputs
 
 
@@ -39,7 +40,7 @@ def test_the_reference_passes_against_itself(mlp_onnx, samples):
 
 
 def test_fp16_passes_with_its_figures(mlp_onnx, samples, tmp_path):
-    fp16 = backends.get("onnxruntime").prepare(mlp_onnx, "fp16", tmp_path)
+    fp16 = backends.get("onnxruntime").prepare(PrepareRequest(mlp_onnx, "fp16", tmp_path))
     report = check(reference_outputs(mlp_onnx, samples), run(fp16, samples), AccuracySpec(max_rel_error=0.01))
     assert report.passed, report.reason
     assert 0 < report.max_rel_error["y"] < 2e-3
@@ -79,7 +80,7 @@ def test_fp16_conversion_clamps_constants_beyond_its_range_and_the_guard_sees_it
     source = tmp_path / "bias.onnx"
     onnx.save(model, str(source))
     samples = [{"x": np.ones(4, np.float32)}]
-    fp16 = backends.get("onnxruntime").prepare(source, "fp16", tmp_path / "cache")
+    fp16 = backends.get("onnxruntime").prepare(PrepareRequest(source, "fp16", tmp_path / "cache"))
     report = check(reference_outputs(source, samples), run(fp16, samples))
     assert not report.passed and report.max_rel_error["y"] == pytest.approx(1 - 65505 / (1e6 + 1), rel=1e-3)
     assert report.reason.startswith("y: max relative error 0.93")

@@ -1,4 +1,3 @@
-import dataclasses
 import importlib.util
 import json
 import sys
@@ -10,14 +9,15 @@ import onnxruntime as ort
 import pytest
 
 from tuner import backends
-from tuner.backends import _base, onnxruntime as ort_backend, tensorrt
+from tuner.backends import Backend, PrepareRequest, base, onnxruntime as ort_backend, tensorrt
+from tuner.candidate import Candidate
 from tuner.errors import TrialError, TunerError
 from tuner.render import parse
 from tuner.render import render as render_config
+from tuner.resources import ADAPTER_DIR
 from tuner.signature import Signature, Tensor
-from tuner.space import Candidate
 
-sys.path.insert(0, str(_base.PYTHON_DIR))
+sys.path.insert(0, str(ADAPTER_DIR))
 import tuner_adapter  # noqa: E402  (templates/python/tuner_adapter.py, the adapters' shared helper)
 
 SPEECH = Signature(
@@ -52,6 +52,17 @@ def test_every_backend_is_registered_with_its_family_and_kind():
         backends.get("onnx")
 
 
+def test_every_backend_is_a_backend_and_a_backend_must_say_how_it_prepares_and_serves():
+    assert all(isinstance(backends.get(n), Backend) for n in backends.names())
+
+    class Incomplete(Backend):
+        def check(self, kind, precision):
+            return None
+
+    with pytest.raises(TypeError, match="abstract method"):
+        Incomplete()
+
+
 def test_unavailable_reasons_name_what_is_missing():
     cpu = backends.get("onnxruntime")
     assert cpu.unavailable_reason("KIND_CPU", "fp32") is None
@@ -79,8 +90,7 @@ def test_openvino_reports_hints_this_cpu_would_silently_run_in_f32(monkeypatch):
 
 
 def test_choices_keep_what_runs_and_say_why_the_rest_does_not(monkeypatch):
-    installed = dataclasses.replace(backends.get("tensorrt"), check=lambda kind, precision: None)
-    monkeypatch.setitem(backends._REGISTRY, "tensorrt", installed)  # as if TensorRT were installed
+    monkeypatch.setattr(tensorrt, "_tensorrt_version", lambda: "10.0")  # as if TensorRT were installed
     usable, skipped = backends.choices(["onnxruntime", "tensorrt"], ["fp32", "bf16"], server_backends=["python"])
     assert usable == [("onnxruntime", "fp32")]
     assert "no bf16" in skipped["onnxruntime:bf16"]
@@ -179,7 +189,7 @@ def test_openvino_adapter_config_and_files(tmp_path):
     assert params == {"model_file": "model.xml", "precision_hint": "bf16", "threads": "2",
                       "performance_hint": "LATENCY", "ragged_outputs": '{"encoder_out": "lens"}'}
     files = backends.get("openvino").adapter_files(tmp_path / "model.xml")
-    assert files["1/model.py"].name == "openvino_model.py" and files["1/tuner_adapter.py"] == _base.ADAPTER_HELPER
+    assert files["1/model.py"].name == "openvino_model.py" and files["1/tuner_adapter.py"] == base.ADAPTER_HELPER
     assert files["1/model.bin"] == tmp_path / "model.bin"
     with pytest.raises(TrialError, match="tensorrt has no python-backend adapter"):
         backends.get("tensorrt").adapter_files(tmp_path / "model.plan")
@@ -214,7 +224,7 @@ def test_helper_splits_results_and_trims_ragged_outputs_per_request():
 
 
 def test_batch_of_one_mirrors_what_the_adapters_feed():
-    feed = _base.batch_of_one(SAMPLE, {"speech": 3, "speech_lengths": 1}, batched=True)
+    feed = base.batch_of_one(SAMPLE, {"speech": 3, "speech_lengths": 1}, batched=True)
     assert feed["speech"].shape == (1, 300, 80) and feed["speech_lengths"].tolist() == [300]
 
 
@@ -226,7 +236,7 @@ def _feed(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def test_fp16_graph_keeps_fp32_io_and_runs_on_the_cpu_provider(mlp_onnx, tmp_path):
-    artifact = backends.get("onnxruntime").prepare(mlp_onnx, "fp16", tmp_path)
+    artifact = backends.get("onnxruntime").prepare(PrepareRequest(mlp_onnx, "fp16", tmp_path))
     model = onnx.load(str(artifact))
     assert {i.type.tensor_type.elem_type for i in [*model.graph.input, *model.graph.output]} == {onnx.TensorProto.FLOAT}
     assert {i.data_type for i in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
@@ -235,10 +245,11 @@ def test_fp16_graph_keeps_fp32_io_and_runs_on_the_cpu_provider(mlp_onnx, tmp_pat
 
 
 def test_artifacts_are_cached_by_content_and_built_atomically(mlp_onnx, tmp_path):
-    first = backends.get("onnxruntime").prepare(mlp_onnx, "fp16", tmp_path)
+    cpu, fp16 = backends.get("onnxruntime"), PrepareRequest(mlp_onnx, "fp16", tmp_path)
+    first = cpu.prepare(fp16)
     mtime = first.stat().st_mtime_ns
-    assert backends.get("onnxruntime").prepare(mlp_onnx, "fp16", tmp_path) == first and first.stat().st_mtime_ns == mtime
-    assert backends.get("onnxruntime").prepare(mlp_onnx, "fp32", tmp_path) == mlp_onnx  # nothing to convert
+    assert cpu.prepare(fp16) == first and first.stat().st_mtime_ns == mtime
+    assert cpu.prepare(PrepareRequest(mlp_onnx, "fp32", tmp_path)) == mlp_onnx  # nothing to convert
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".building-")] == []
     assert backends.artifact_info(first)["settings"]["precision"] == "fp16"
 
@@ -247,8 +258,8 @@ def test_int8_is_static_with_calibration_samples_and_dynamic_without(mlp_onnx, t
     rng = np.random.default_rng(1)
     calibration = [{"x": x} for x in rng.standard_normal((32, 64)).astype(np.float32)]
     cpu = backends.get("onnxruntime")
-    static = cpu.prepare(mlp_onnx, "int8", tmp_path, calibration)
-    dynamic = cpu.prepare(mlp_onnx, "int8", tmp_path, [])
+    static = cpu.prepare(PrepareRequest(mlp_onnx, "int8", tmp_path, calibration))
+    dynamic = cpu.prepare(PrepareRequest(mlp_onnx, "int8", tmp_path))
     assert backends.artifact_info(static)["int8"] == "static"
     assert backends.artifact_info(dynamic)["int8"] == "dynamic"
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(static)).graph.node}
@@ -259,11 +270,12 @@ def test_int8_is_static_with_calibration_samples_and_dynamic_without(mlp_onnx, t
 
 
 def test_openvino_ir_keeps_f32_weights(mlp_onnx, tmp_path):
-    xml = backends.get("openvino").prepare(mlp_onnx, "bf16", tmp_path)
+    ov = backends.get("openvino")
+    xml = ov.prepare(PrepareRequest(mlp_onnx, "bf16", tmp_path))
     assert xml.name == "model.xml" and xml.with_suffix(".bin").is_file()
     weights = sum(i.dims[0] * i.dims[1] for i in onnx.load(str(mlp_onnx)).graph.initializer)
     assert xml.with_suffix(".bin").stat().st_size >= 4 * weights  # f32, not save_model's f16 default
-    assert backends.get("openvino").prepare(mlp_onnx, "fp32", tmp_path) == xml  # one IR for every float hint
+    assert ov.prepare(PrepareRequest(mlp_onnx, "fp32", tmp_path)) == xml  # one IR for every float hint
 
 
 def test_tensorrt_profile_spans_batch_and_sample_lengths():
@@ -275,21 +287,42 @@ def test_tensorrt_profile_spans_batch_and_sample_lengths():
         tensorrt.shape_profile(SPEECH, [], 16)
 
 
+def test_tensorrt_sizes_its_profile_from_the_requests_samples(mlp_onnx, tmp_path, monkeypatch):
+    # Everything but the engine build, which TensorRT would do: the fake records the profile it gets.
+    def build(source, target, precision, profile, timing_cache):
+        target.write_bytes(b"plan")
+        return {"profile": profile}
+
+    monkeypatch.setattr(tensorrt, "_build", build)
+    monkeypatch.setattr("tuner.signature.read_signature", lambda path: SPEECH)
+    samples = [{"speech": np.zeros((t, 80), np.float32), "speech_lengths": np.array([t], np.int32)} for t in (50, 300)]
+    trt = backends.get("tensorrt")
+    plan = trt.prepare(PrepareRequest(mlp_onnx, "fp16", tmp_path, samples=samples, max_batch_size=8))
+    assert backends.artifact_info(plan)["profile"]["speech"] == [[1, 50, 80], [8, 300, 80], [8, 300, 80]]
+    # int8 calibration inputs stand in for missing samples; with neither, variable dims cannot be sized.
+    calibrated = PrepareRequest(mlp_onnx, "fp16", tmp_path, calibration_samples=samples, max_batch_size=8)
+    assert trt.prepare(calibrated) == plan
+    with pytest.raises(TrialError, match="needs sample inputs"):
+        trt.prepare(PrepareRequest(mlp_onnx, "fp32", tmp_path, max_batch_size=8))
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None,
                     reason="TensorRT is not installed here (nor on the GPU machines): its engine build is untested")
 def test_tensorrt_builds_an_fp16_engine(mlp_onnx, tmp_path):
     samples = [{"x": np.zeros(64, np.float32)}]
-    plan = backends.get("tensorrt").prepare(mlp_onnx, "fp16", tmp_path, samples, max_batch_size=8)
+    plan = backends.get("tensorrt").prepare(PrepareRequest(mlp_onnx, "fp16", tmp_path, samples=samples,
+                                                           max_batch_size=8))
     assert plan.name == "model.plan" and plan.stat().st_size > 0
 
 
 def test_pytorch_needs_the_models_pytorch_definition(mlp_onnx, tmp_path):
     with pytest.raises(TrialError, match="built-in models only"):
-        backends.get("pytorch").prepare(mlp_onnx, "fp16", tmp_path)
-    artifact = backends.get("pytorch").prepare(mlp_onnx, "fp16", tmp_path, torch_module="tuner.zoo.wenet:wenet-tiny")
+        backends.get("pytorch").prepare(PrepareRequest(mlp_onnx, "fp16", tmp_path))
+    artifact = backends.get("pytorch").prepare(
+        PrepareRequest(mlp_onnx, "fp16", tmp_path, torch_module="tuner.zoo.wenet:wenet-tiny"))
     assert json.loads(artifact.read_text()) == {"torch_module": "tuner.zoo.wenet:wenet-tiny"}
 
 
 def test_int8_for_tensorrt_needs_calibration(mlp_onnx, tmp_path):
     with pytest.raises(TrialError, match="needs calibration samples"):
-        ort_backend.prepare_model(mlp_onnx, "int8", tmp_path, [], target="tensorrt")
+        ort_backend.prepare_model(PrepareRequest(mlp_onnx, "int8", tmp_path), target="tensorrt")

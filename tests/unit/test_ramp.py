@@ -6,7 +6,8 @@ import pytest
 from tuner.experiment import Space
 from tuner.measure import ramp
 from tuner.measure.perf_analyzer import Measurement
-from tuner.space import strong_first_params, suggest, triton_default_params
+from tuner.space import suggest, triton_default_params
+from tuner.study import strong_first_params
 
 
 def point(concurrency, throughput, p99):
@@ -92,7 +93,7 @@ def test_strong_first_shapes_use_only_values_of_the_space():
 
 def test_first_trials_never_exceed_the_studys_budget(tmp_path):
     from tuner.experiment import build
-    from tuner.search import enqueue_first_trials
+    from tuner.study import enqueue_first_trials
 
     for trials, expected in ((1, 1), (2, 2), (20, 3)):
         exp = build({"model": "m.onnx", "trials": trials, "space": {"instances": [1, 2], "threads": [0, 1]}})

@@ -7,7 +7,7 @@ from tuner.errors import TrialError, TunerError
 from tuner.model_source import generic_samples, resolve
 from tuner.render import parse, render, to_json
 from tuner.signature import Signature, Tensor, read_signature
-from tuner.space import Candidate
+from tuner.candidate import Candidate
 
 SPEECH = Signature(
     inputs=(Tensor("speech", "TYPE_FP32", "float32", (-1, 80)), Tensor("speech_lengths", "TYPE_INT32", "int32", ())),

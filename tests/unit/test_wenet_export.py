@@ -20,6 +20,7 @@ pytest.importorskip("onnxscript")
 
 from tuner import zoo  # noqa: E402
 from tuner.zoo import wenet  # noqa: E402
+from tuner.zoo.wenet import cache, model, onnx_export  # noqa: E402
 
 TINY = "wenet-tiny"
 PADDED_OUTPUTS = ("encoder_out", "ctc_log_probs", "beam_log_probs")
@@ -151,18 +152,17 @@ def test_padding_values_do_not_leak_into_valid_frames(conv_norm: str) -> None:
 
 
 def test_subsampled_mask_equals_wenets_slicing() -> None:
-    encoder_cls = wenet._nn().WenetEncoder
     frames = 64
     lengths = torch.arange(0, frames + 1, dtype=torch.int32)
     full = torch.arange(frames).unsqueeze(0) < lengths.unsqueeze(1)
     wenet_style = full.unsqueeze(1)[:, :, 2::2][:, :, 2::2]
-    ours = encoder_cls.subsampled_mask(lengths, wenet_style.size(2))
+    ours = model.WenetEncoder.subsampled_mask(lengths, wenet_style.size(2))
     assert torch.equal(ours, wenet_style)
     assert wenet_style.size(2) == wenet.subsampled_frames(frames)
 
 
 def decoder_inputs(cfg: wenet.WenetConfig, batch: int, frames: int, hyp_len: int, seed: int):
-    return [t.numpy() for t in wenet._decoder_example(cfg, batch, frames, hyp_len, seed=seed)]
+    return [t.numpy() for t in onnx_export._decoder_example(cfg, batch, frames, hyp_len, seed=seed)]
 
 
 @pytest.mark.parametrize("batch,frames,hyp_len", [(1, 20, 5), (4, 75, 12), (7, 3, 0)])
@@ -201,8 +201,8 @@ def test_export_is_cached(artifacts: wenet.ZooArtifacts, cache_dir: Path, monkey
     def no_export(*args, **kwargs):
         raise AssertionError("cached export was redone")
 
-    monkeypatch.setattr(wenet, "_export_encoder", no_export)
-    monkeypatch.setattr(wenet, "_export_decoder", no_export)
+    monkeypatch.setattr(onnx_export, "_export_encoder", no_export)
+    monkeypatch.setattr(onnx_export, "_export_decoder", no_export)
     start = time.perf_counter()
     again = wenet.export(TINY, cache_dir)
     via_registry = zoo.get(TINY).export(cache_dir)
@@ -217,7 +217,7 @@ def test_export_is_cached(artifacts: wenet.ZooArtifacts, cache_dir: Path, monkey
 def test_export_is_deterministic(artifacts: wenet.ZooArtifacts, tmp_path: Path) -> None:
     encoder, _ = wenet.build(TINY)
     again = tmp_path / "encoder.onnx"
-    wenet._export_encoder(encoder, again)
+    onnx_export._export_encoder(encoder, again)
     assert again.read_bytes() == artifacts.encoder.read_bytes()
 
 
@@ -225,7 +225,7 @@ def test_settings_hash_tracks_settings(monkeypatch) -> None:
     assert wenet.settings_hash(TINY) == wenet.settings_hash(TINY)
     assert wenet.settings_hash(TINY) != wenet.settings_hash("wenet")
     before = wenet.settings_hash(TINY)
-    monkeypatch.setattr(wenet, "EXPORTER_VERSION", wenet.EXPORTER_VERSION + "-changed")
+    monkeypatch.setattr(cache, "EXPORTER_VERSION", cache.EXPORTER_VERSION + "-changed")
     assert wenet.settings_hash(TINY) != before
 
 
@@ -239,7 +239,7 @@ def test_failed_save_leaves_no_file(tmp_path: Path) -> None:
 
     target = tmp_path / "encoder.onnx"
     with pytest.raises(RuntimeError):
-        wenet._atomic_save(HalfWritingProgram(), target, check=failing_check)
+        onnx_export._atomic_save(HalfWritingProgram(), target, check=failing_check)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -285,6 +285,16 @@ def test_importing_the_zoo_does_not_import_torch() -> None:
     code = "import sys, tuner.zoo; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_sampling_and_a_cached_export_do_not_import_torch(artifacts: wenet.ZooArtifacts, cache_dir: Path) -> None:
+    code = (
+        "import sys, numpy as np, tuner.zoo; tiny = tuner.zoo.get('wenet-tiny'); "
+        f"tiny.sample_inputs(np.random.default_rng(0), 2); print(tiny.export({str(cache_dir)!r})); "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == [str(artifacts.encoder), "False"]
 
 
 def test_full_size_wenet_builds() -> None:

@@ -2,7 +2,8 @@
 its config.pbtxt says, natively (the stock Triton image's backend) or through a python-backend
 adapter (the runtime in-process in the python backend: all the bundled tritonserver can run).
 
-A backend name is a complete runtime choice, execution provider included:
+A backend name is a complete runtime choice, execution provider included, and each is an instance
+of a `Backend` subclass of its runtime family (tuner/backends/base.py):
 
 | name | runtime | instances | precisions |
 |---|---|---|---|
@@ -12,15 +13,16 @@ A backend name is a complete runtime choice, execution provider included:
 | onnxruntime-openvino | ONNX Runtime, OpenVINO provider | KIND_CPU | fp32 int8 |
 | openvino | OpenVINO runtime (IR) | KIND_CPU | fp32 fp16 bf16 int8 |
 | tensorrt | TensorRT engine (plan) | KIND_GPU | fp32 fp16 int8 |
-| pytorch | libtorch (TorchScript) | KIND_GPU | fp32 fp16 bf16 (not runnable yet) |
+| pytorch | PyTorch, the zoo model's own definition (adapter only) | KIND_GPU | fp32 fp16 bf16 |
 
 Example::
 
     from tuner import backends
+    from tuner.backends import PrepareRequest
 
     ov = backends.get("openvino")
     ov.unavailable_reason("KIND_CPU", "bf16")      # None where the CPU has bf16, else why not
-    xml = ov.prepare(Path("model.onnx"), "bf16", Path("results/cache/artifacts"))
+    xml = ov.prepare(PrepareRequest(Path("model.onnx"), "bf16", Path("results/cache/artifacts")))
     ov.adapter_files(xml)  # {"1/model.xml": ..., "1/model.bin": ..., "1/model.py": ..., "1/tuner_adapter.py": ...}
 """
 
@@ -28,17 +30,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from tuner.backends import onnxruntime, openvino, pytorch, tensorrt
-from tuner.backends._base import PRECISIONS, Accelerator, Backend, artifact_info
+from tuner.backends.base import Accelerator, Backend, PrepareRequest, artifact_info
+from tuner.candidate import PRECISIONS, Candidate
 from tuner.errors import TunerError
 
-if TYPE_CHECKING:
-    from tuner.space import Candidate
-
-__all__ = ["PRECISIONS", "Accelerator", "Backend", "artifact_info", "choices", "get", "names", "serving_form",
-           "template_variables"]
+__all__ = ["PRECISIONS", "Accelerator", "Backend", "PrepareRequest", "artifact_info", "choices", "get", "names",
+           "serving_form", "template_variables"]
 
 _REGISTRY: dict[str, Backend] = {
     backend.name: backend for module in (onnxruntime, openvino, tensorrt, pytorch) for backend in module.BACKENDS

@@ -13,22 +13,20 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tuner.backends._base import PYTHON_DIR, Accelerator, Backend, batch_of_one, cached_artifact, samples_digest
+from tuner.backends.base import Accelerator, Backend, PrepareRequest, batch_of_one, cached_artifact, samples_digest
+from tuner.candidate import Candidate
 from tuner.errors import TrialError
+from tuner.resources import ADAPTER_DIR
 
-if TYPE_CHECKING:
-    from tuner.space import Candidate
-
-ADAPTER_MODEL_PY = PYTHON_DIR / "onnxruntime_model.py"
 # Where the TensorRT provider keeps engines and timing caches, on the serving machine.
 TRT_CACHE_DIR = "/tmp/tuner_trt_cache"
 TRT_WORKSPACE_BYTES = 4 << 30
@@ -51,43 +49,32 @@ def _available_providers() -> tuple[str, ...]:
     return tuple(ort.get_available_providers())
 
 
-def _check(provider: str):
-    def check(kind: str, precision: str) -> str | None:
-        if not _available_providers():
-            return "onnxruntime is not installed (pip install onnxruntime)"
-        if provider not in _available_providers():
-            return f"this onnxruntime has no {provider}: {_INSTALL[provider]}"
-        return None
-
-    return check
-
-
 # --- preparing the model: fp16 conversion and int8 quantization --------------------------------
 
 
-def prepare_model(onnx_path: Path, precision: str, cache_dir: Path,
-                  calibration_samples: Sequence[Mapping[str, np.ndarray]] = (), *, target: str = "cpu",
-                  backend: str = "onnxruntime", **_: object) -> Path:
-    """The ONNX file to serve for `precision`; `target` "cpu" or "tensorrt" picks the int8 scheme.
+def prepare_model(request: PrepareRequest, *, target: str = "cpu", backend: str = "onnxruntime") -> Path:
+    """The ONNX file to serve for `request.precision`; `target` "cpu" or "tensorrt" picks the int8 scheme.
 
     fp32 is the source itself. fp16 converts every float tensor but keeps fp32 inputs and outputs.
-    int8 is static Q/DQ quantization of MatMul/Gemm/Conv, calibrated on the samples (one at a time,
-    batch of one: they may differ in length); with no samples, or when calibration fails, CPU
+    int8 is static Q/DQ quantization of MatMul/Gemm/Conv, calibrated on the calibration samples (one
+    at a time, batch of one: they may differ in length); with none, or when calibration fails, CPU
     targets get dynamic quantization (int8 weights of MatMul/Gemm, activations quantized per
     call) and the artifact info says so. For CPU the weights use 7 bits (`reduce_range`): x86
     without VNNI saturates 8-bit u8 x s8 products (measured: twice the error on AVX2).
     """
+    source, precision = request.onnx_path, request.precision
     if precision == "fp32":
-        return onnx_path
+        return source
     settings: dict[str, object] = {"backend": backend, "precision": precision, "onnxruntime": _ort_version()}
     if precision == "fp16":
-        return cached_artifact(onnx_path, cache_dir, settings, "model.onnx",
-                               lambda folder: _to_fp16(onnx_path, folder / "model.onnx"))
+        return cached_artifact(source, request.cache_dir, settings, "model.onnx",
+                               lambda folder: _to_fp16(source, folder / "model.onnx"))
     if precision == "int8":
-        settings |= {"target": target, "calibration": samples_digest(calibration_samples),
+        samples = request.calibration_samples
+        settings |= {"target": target, "calibration": samples_digest(samples),
                      "ops": _QUANTIZED_OPS, "recipe": 2}  # bump when the quantization settings change
-        return cached_artifact(onnx_path, cache_dir, settings, "model.onnx",
-                               lambda folder: _to_int8(onnx_path, folder / "model.onnx", calibration_samples, target))
+        return cached_artifact(source, request.cache_dir, settings, "model.onnx",
+                               lambda folder: _to_int8(source, folder / "model.onnx", samples, target))
     raise TrialError(f"{backend} has no {precision}")
 
 
@@ -175,96 +162,112 @@ def _to_int8(source: Path, target: Path, samples: Sequence[Mapping[str, np.ndarr
     return {"int8": "dynamic", **notes}
 
 
-def _model_files(artifact: Path) -> dict[str, Path]:
-    return {"1/model.onnx": artifact}
+# --- the backends -----------------------------------------------------------------------------
 
 
-# --- config fields ----------------------------------------------------------------------------
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime with `providers`, the first the one this backend is about, the others its fallbacks."""
 
+    family = "onnxruntime"
+    triton_backend = "onnxruntime"
+    adapter_model_file = ADAPTER_DIR / "onnxruntime_model.py"
+    int8_target = "cpu"  # prepare_model's int8 scheme
 
-def _native_parameters(candidate: Candidate) -> dict[str, str]:
-    return {"intra_op_thread_count": str(candidate.threads)} if candidate.threads else {}
+    def __init__(self, name: str, providers: tuple[str, ...], kind: str, precisions: tuple[str, ...]):
+        self.name = name
+        self.providers = providers
+        self.kinds = (kind,)
+        self.precisions = self.native_precisions = precisions
 
+    def check(self, kind: str, precision: str) -> str | None:
+        if not _available_providers():
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        if self.providers[0] not in _available_providers():
+            return f"this onnxruntime has no {self.providers[0]}: {_INSTALL[self.providers[0]]}"
+        return None
 
-def _adapter_parameters(providers: Sequence[str], options: Callable) -> Callable:
-    def parameters(candidate: Candidate) -> dict[str, str]:
+    def prepare(self, request: PrepareRequest) -> Path:
+        # Same artifacts for every provider (one cache entry), except TensorRT's symmetric int8.
+        return prepare_model(request, target=self.int8_target)
+
+    def native_files(self, artifact: Path) -> dict[str, Path]:
+        return {"1/model.onnx": artifact}
+
+    def native_parameters(self, candidate: Candidate) -> dict[str, str]:
+        return {"intra_op_thread_count": str(candidate.threads)} if candidate.threads else {}
+
+    def adapter_parameters(self, candidate: Candidate) -> dict[str, str]:
         params = {"onnx_file": "model.onnx", "intra_op_threads": str(candidate.threads),
-                  "providers": ",".join(providers)}
-        provider_options = options(candidate)
+                  "providers": ",".join(self.providers)}
+        provider_options = self.provider_options(candidate)
         if any(provider_options):
             params["provider_options"] = json.dumps(provider_options)
         return params
 
-    return parameters
+    def provider_options(self, candidate: Candidate) -> list[dict[str, str]]:
+        """The adapter's options per provider (onnxruntime.InferenceSession's provider_options)."""
+        return []
 
 
 _PRECISION_MODE = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
 
-def _tensorrt_accelerators(candidate: Candidate) -> tuple[Accelerator, ...]:
-    return (Accelerator("tensorrt", {
-        "precision_mode": _PRECISION_MODE[candidate.precision],
-        "max_workspace_size_bytes": str(TRT_WORKSPACE_BYTES),
-        "trt_engine_cache_enable": "1",
-        "trt_engine_cache_path": TRT_CACHE_DIR,
-        "trt_timing_cache_enable": "1",
-        "trt_timing_cache_path": TRT_CACHE_DIR,
-    }),)
+class OnnxRuntimeTensorRtBackend(OnnxRuntimeBackend):
+    """The TensorRT provider: fp16 / int8 are its precision_mode; int8 reads a symmetric Q/DQ graph."""
+
+    int8_target = "tensorrt"
+
+    def prepare(self, request: PrepareRequest) -> Path:
+        # TensorRT gets fp16 from its precision_mode on the fp32 graph; the others serve a converted graph.
+        if request.precision == "fp16":
+            request = dataclasses.replace(request, precision="fp32")
+        return super().prepare(request)
+
+    def gpu_accelerators(self, candidate: Candidate) -> tuple[Accelerator, ...]:
+        return (Accelerator("tensorrt", {
+            "precision_mode": _PRECISION_MODE[candidate.precision],
+            "max_workspace_size_bytes": str(TRT_WORKSPACE_BYTES),
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": TRT_CACHE_DIR,
+            "trt_timing_cache_enable": "1",
+            "trt_timing_cache_path": TRT_CACHE_DIR,
+        }),)
+
+    def provider_options(self, candidate: Candidate) -> list[dict[str, str]]:
+        """The same settings as `gpu_accelerators`, under the provider's own option names."""
+        trt = {
+            "trt_fp16_enable": str(candidate.precision == "fp16"),
+            "trt_int8_enable": str(candidate.precision == "int8"),
+            "trt_max_workspace_size": str(TRT_WORKSPACE_BYTES),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": TRT_CACHE_DIR,
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": TRT_CACHE_DIR,
+        }
+        return [trt, {}, {}]
 
 
-def _tensorrt_provider_options(candidate: Candidate) -> list[dict[str, str]]:
-    """The same settings as `_tensorrt_accelerators`, under the provider's own option names."""
-    trt = {
-        "trt_fp16_enable": str(candidate.precision == "fp16"),
-        "trt_int8_enable": str(candidate.precision == "int8"),
-        "trt_max_workspace_size": str(TRT_WORKSPACE_BYTES),
-        "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": TRT_CACHE_DIR,
-        "trt_timing_cache_enable": "True",
-        "trt_timing_cache_path": TRT_CACHE_DIR,
-    }
-    return [trt, {}, {}]
+class OnnxRuntimeOpenVinoBackend(OnnxRuntimeBackend):
+    """The OpenVINO provider, on CPU."""
 
+    def cpu_accelerators(self, candidate: Candidate) -> tuple[Accelerator, ...]:
+        return (Accelerator("openvino"),)
 
-def _openvino_provider_options(candidate: Candidate) -> list[dict[str, str]]:
-    ov = {"device_type": "CPU"}
-    if candidate.threads:
-        ov["num_of_threads"] = str(candidate.threads)
-    return [ov, {}]
-
-
-def _backend(name: str, providers: list[str], kinds: tuple[str, ...], precisions: tuple[str, ...],
-             target: str = "cpu", provider_options=lambda c: [], gpu=None, cpu=None) -> Backend:
-    # The TensorRT provider gets fp16 from its precision_mode on the fp32 graph; the others serve a
-    # converted graph.
-    def prepare(onnx_path, precision, cache_dir, calibration_samples=(), **_):
-        if target == "tensorrt" and precision == "fp16":
-            precision = "fp32"
-        # Same artifacts for every provider (one cache entry), except TensorRT's symmetric int8.
-        return prepare_model(onnx_path, precision, cache_dir, calibration_samples, target=target)
-
-    extra = {}
-    if gpu:
-        extra["gpu_accelerators"] = gpu
-    if cpu:
-        extra["cpu_accelerators"] = cpu
-    return Backend(
-        name=name, family="onnxruntime", triton_backend="onnxruntime", precisions=precisions,
-        native_precisions=precisions, kinds=kinds, check=_check(providers[0]), prepare=prepare,
-        native_files=_model_files, adapter_model_file=ADAPTER_MODEL_PY,
-        adapter_parameters=_adapter_parameters(providers, provider_options),
-        native_parameters=_native_parameters, **extra)
+    def provider_options(self, candidate: Candidate) -> list[dict[str, str]]:
+        ov = {"device_type": "CPU"}
+        if candidate.threads:
+            ov["num_of_threads"] = str(candidate.threads)
+        return [ov, {}]
 
 
 BACKENDS = (
-    _backend("onnxruntime", ["CPUExecutionProvider"], ("KIND_CPU",), ("fp32", "fp16", "int8")),
+    OnnxRuntimeBackend("onnxruntime", ("CPUExecutionProvider",), "KIND_CPU", ("fp32", "fp16", "int8")),
     # Triton's onnxruntime backend uses the CUDA provider on KIND_GPU without being asked.
-    _backend("onnxruntime-cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], ("KIND_GPU",),
-             ("fp32", "fp16")),
-    _backend("onnxruntime-tensorrt", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-             ("KIND_GPU",), ("fp32", "fp16", "int8"), target="tensorrt",
-             provider_options=_tensorrt_provider_options, gpu=_tensorrt_accelerators),
-    _backend("onnxruntime-openvino", ["OpenVINOExecutionProvider", "CPUExecutionProvider"], ("KIND_CPU",),
-             ("fp32", "int8"), provider_options=_openvino_provider_options,
-             cpu=lambda c: (Accelerator("openvino"),)),
+    OnnxRuntimeBackend("onnxruntime-cuda", ("CUDAExecutionProvider", "CPUExecutionProvider"), "KIND_GPU",
+                       ("fp32", "fp16")),
+    OnnxRuntimeTensorRtBackend("onnxruntime-tensorrt",
+                               ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+                               "KIND_GPU", ("fp32", "fp16", "int8")),
+    OnnxRuntimeOpenVinoBackend("onnxruntime-openvino", ("OpenVINOExecutionProvider", "CPUExecutionProvider"),
+                               "KIND_CPU", ("fp32", "int8")),
 )

@@ -17,13 +17,11 @@ import functools
 import importlib.util
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tuner.backends._base import PYTHON_DIR, Backend, cached_artifact
+from tuner.backends.base import Backend, PrepareRequest, cached_artifact
+from tuner.candidate import Candidate
 from tuner.errors import TrialError
-
-if TYPE_CHECKING:
-    from tuner.space import Candidate
+from tuner.resources import ADAPTER_DIR
 
 NEEDS_DEFINITION = "pytorch needs the model's PyTorch definition: built-in models only (e.g. wenet)"
 
@@ -39,46 +37,49 @@ def _cuda_reason() -> str | None:
     return None
 
 
-def _check(kind: str, precision: str) -> str | None:
-    if precision == "bf16" and _cuda_reason() is None:
-        import torch
+class PyTorchBackend(Backend):
+    """The model's PyTorch definition in the python backend, on the instance's GPU."""
 
-        if not torch.cuda.is_bf16_supported():
-            return "this GPU has no bf16"
-    return _cuda_reason()
+    name = "pytorch"
+    family = "pytorch"
+    triton_backend = "pytorch"
+    precisions = ("fp32", "fp16", "bf16")
+    native_precisions = ()
+    kinds = ("KIND_GPU",)
+    adapter_model_file = ADAPTER_DIR / "pytorch_model.py"
+
+    def check(self, kind: str, precision: str) -> str | None:
+        if precision == "bf16" and _cuda_reason() is None:
+            import torch
+
+            if not torch.cuda.is_bf16_supported():
+                return "this GPU has no bf16"
+        return _cuda_reason()
+
+    def prepare(self, request: PrepareRequest) -> Path:
+        """model.json naming the model's PyTorch definition, which the adapter builds."""
+        torch_module = request.torch_module
+        if torch_module is None:
+            raise TrialError(NEEDS_DEFINITION)
+        settings = {"backend": "pytorch", "precision": request.precision, "torch_module": torch_module}
+
+        def write(folder: Path) -> dict:
+            (folder / "model.json").write_text(json.dumps({"torch_module": torch_module}))
+            return {}
+
+        return cached_artifact(request.onnx_path, request.cache_dir, settings, "model.json", write)
+
+    def native_files(self, artifact: Path) -> dict[str, Path]:
+        return {"1/model.json": artifact}
+
+    def adapter_parameters(self, candidate: Candidate) -> dict[str, str]:
+        return {"model_file": "model.json", "precision": candidate.precision}
+
+    def native_parameters(self, candidate: Candidate) -> dict[str, str]:
+        params = {"INFERENCE_MODE": "true"}
+        if candidate.threads:
+            params["INTRA_OP_THREAD_COUNT"] = str(candidate.threads)
+        return params
 
 
-def prepare(onnx_path: Path, precision: str, cache_dir: Path, calibration_samples=(), *,
-            torch_module: str | None = None, **_: object) -> Path:
-    if torch_module is None:
-        raise TrialError(NEEDS_DEFINITION)
-    settings = {"backend": "pytorch", "precision": precision, "torch_module": torch_module}
-
-    def write(folder: Path) -> dict:
-        (folder / "model.json").write_text(json.dumps({"torch_module": torch_module}))
-        return {}
-
-    return cached_artifact(onnx_path, cache_dir, settings, "model.json", write)
-
-
-def _adapter_parameters(candidate: Candidate) -> dict[str, str]:
-    return {"model_file": "model.json", "precision": candidate.precision}
-
-
-def _native_parameters(candidate: Candidate) -> dict[str, str]:
-    params = {"INFERENCE_MODE": "true"}
-    if candidate.threads:
-        params["INTRA_OP_THREAD_COUNT"] = str(candidate.threads)
-    return params
-
-
-BACKENDS = (
-    Backend(
-        name="pytorch", family="pytorch", triton_backend="pytorch",
-        precisions=("fp32", "fp16", "bf16"), native_precisions=(),
-        kinds=("KIND_GPU",), check=_check, prepare=prepare,
-        native_files=lambda artifact: {"1/model.json": artifact},
-        adapter_model_file=PYTHON_DIR / "pytorch_model.py",
-        adapter_parameters=_adapter_parameters, native_parameters=_native_parameters,
-    ),
-)
+BACKENDS = (PyTorchBackend(),)

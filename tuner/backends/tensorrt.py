@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tuner.backends import onnxruntime
-from tuner.backends._base import Backend, cached_artifact
+from tuner.backends.base import Backend, PrepareRequest, cached_artifact
+from tuner.candidate import Candidate
 from tuner.errors import TrialError
 
 if TYPE_CHECKING:
@@ -40,12 +41,6 @@ def _tensorrt_version() -> str | None:
     return trt.__version__
 
 
-def _check(kind: str, precision: str) -> str | None:
-    if _tensorrt_version() is None:
-        return "TensorRT is not installed (pip install tensorrt, on a machine with an NVIDIA GPU)"
-    return None
-
-
 def shape_profile(signature: Signature, samples: Sequence[Mapping[str, np.ndarray]], max_batch_size: int) -> Profile:
     """(min, opt, max) shape of every input: batch 1..max_batch_size, variable dims over the samples'
     range; opt is the largest, the shape of a full padded batch under load."""
@@ -62,24 +57,6 @@ def shape_profile(signature: Signature, samples: Sequence[Mapping[str, np.ndarra
             low, high = [1, *low], [max_batch_size, *high]
         profile[t.name] = (low, list(high), high)
     return profile
-
-
-def prepare(onnx_path: Path, precision: str, cache_dir: Path,
-            calibration_samples: Sequence[Mapping[str, np.ndarray]] = (), *, max_batch_size: int = 32,
-            **_: object) -> Path:
-    """model.plan built for this machine's GPU, cached by content, precision and profile."""
-    from tuner.signature import read_signature
-
-    profile = shape_profile(read_signature(onnx_path), calibration_samples, max(max_batch_size, 1))
-    source = onnx_path
-    if precision == "int8":
-        source = onnxruntime.prepare_model(onnx_path, "int8", cache_dir, calibration_samples, target="tensorrt",
-                                           backend="tensorrt")
-    settings = {"backend": "tensorrt", "precision": precision, "tensorrt": _tensorrt_version(),
-                "profile": profile, "workspace": WORKSPACE_BYTES}
-    timing_cache = cache_dir / "tensorrt.timing-cache"
-    return cached_artifact(source, cache_dir, settings, "model.plan",
-                           lambda folder: _build(source, folder / "model.plan", precision, profile, timing_cache))
 
 
 def _build(source: Path, target: Path, precision: str, profile: Profile, timing_cache: Path) -> dict:
@@ -117,15 +94,47 @@ def _build(source: Path, target: Path, precision: str, profile: Profile, timing_
     return {"profile": profile}
 
 
-def _model_files(artifact: Path) -> dict[str, Path]:
-    return {"1/model.plan": artifact}
+class TensorRtBackend(Backend):
+    """A TensorRT engine served by Triton's tensorrt backend."""
+
+    name = "tensorrt"
+    family = "tensorrt"
+    triton_backend = "tensorrt"
+    precisions = ("fp32", "fp16", "int8")
+    native_precisions = ("fp32", "fp16", "int8")
+    kinds = ("KIND_GPU",)
+    adapter_model_file = None
+
+    def check(self, kind: str, precision: str) -> str | None:
+        if _tensorrt_version() is None:
+            return "TensorRT is not installed (pip install tensorrt, on a machine with an NVIDIA GPU)"
+        return None
+
+    def prepare(self, request: PrepareRequest) -> Path:
+        """model.plan built for this machine's GPU, cached by content, precision and profile."""
+        from tuner.signature import read_signature
+
+        # int8 calibration inputs are requests too: they size the profile when no samples came.
+        samples = request.samples or request.calibration_samples
+        profile = shape_profile(read_signature(request.onnx_path), samples, max(request.max_batch_size, 1))
+        source = request.onnx_path
+        if request.precision == "int8":
+            source = onnxruntime.prepare_model(request, target="tensorrt", backend="tensorrt")
+        settings = {"backend": "tensorrt", "precision": request.precision, "tensorrt": _tensorrt_version(),
+                    "profile": profile, "workspace": WORKSPACE_BYTES}
+        timing_cache = request.cache_dir / "tensorrt.timing-cache"
+        return cached_artifact(source, request.cache_dir, settings, "model.plan",
+                               lambda folder: _build(source, folder / "model.plan", request.precision, profile,
+                                                     timing_cache))
+
+    def native_files(self, artifact: Path) -> dict[str, Path]:
+        return {"1/model.plan": artifact}
+
+    def adapter_parameters(self, candidate: Candidate) -> dict[str, str]:
+        return {}  # no adapter to configure
+
+    def native_parameters(self, candidate: Candidate) -> dict[str, str]:
+        return {}
 
 
-BACKENDS = (
-    Backend(
-        name="tensorrt", family="tensorrt", triton_backend="tensorrt",
-        precisions=("fp32", "fp16", "int8"), native_precisions=("fp32", "fp16", "int8"),
-        kinds=("KIND_GPU",), check=_check, prepare=prepare, native_files=_model_files,
-        adapter_model_file=None, adapter_parameters=lambda c: {}, native_parameters=lambda c: {},
-    ),
-)
+BACKENDS = (TensorRtBackend(),)

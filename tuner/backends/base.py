@@ -1,4 +1,5 @@
-"""The Backend record every runtime family fills in, and the artifact cache they share."""
+"""The Backend every runtime family subclasses, the PrepareRequest its `prepare` takes, and the
+artifact cache the families share."""
 
 from __future__ import annotations
 
@@ -8,21 +9,18 @@ import json
 import os
 import shutil
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tuner.candidate import Candidate
 from tuner.errors import TrialError
+from tuner.resources import ADAPTER_DIR
 
-if TYPE_CHECKING:
-    from tuner.space import Candidate
-
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-PYTHON_DIR = Path(__file__).resolve().parent.parent.parent / "templates" / "python"
-ADAPTER_HELPER = PYTHON_DIR / "tuner_adapter.py"
+ADAPTER_HELPER = ADAPTER_DIR / "tuner_adapter.py"
 ARTIFACT_INFO = "tuner-artifact.json"
 
 
@@ -34,12 +32,20 @@ class Accelerator:
     parameters: Mapping[str, str] = field(default_factory=dict)
 
 
-def _no_accelerators(candidate: Candidate) -> tuple[Accelerator, ...]:
-    return ()
-
-
 @dataclass(frozen=True)
-class Backend:
+class PrepareRequest:
+    """What `Backend.prepare` converts, and everything a conversion may need besides the model."""
+
+    onnx_path: Path  # the source model
+    precision: str
+    cache_dir: Path  # where artifacts are cached by content
+    calibration_samples: Sequence[Mapping[str, np.ndarray]] = ()  # int8 calibration inputs
+    samples: Sequence[Mapping[str, np.ndarray]] = ()  # representative requests, without the batch dim
+    max_batch_size: int = 1  # the largest batch the artifact must serve
+    torch_module: str | None = None  # "module:name" of the model's PyTorch definition (zoo models only)
+
+
+class Backend(ABC):
     """A complete runtime choice: which runtime, with which execution provider, on which device.
 
     `prepare` turns the source ONNX model into what the runtime loads (cached by content);
@@ -53,15 +59,7 @@ class Backend:
     precisions: tuple[str, ...]
     native_precisions: tuple[str, ...]  # precisions the native config can express
     kinds: tuple[str, ...]  # instance kinds; the first is the default
-    check: Callable[[str, str], str | None]  # (kind, precision) -> why not usable here, or None
-    # (onnx_path, precision, cache_dir, calibration_samples, max_batch_size=...) -> artifact path
-    prepare: Callable[..., Path]
-    native_files: Callable[[Path], dict[str, Path]]  # artifact -> {path in the model dir: file}
     adapter_model_file: Path | None  # the python-backend model.py; None = no adapter exists
-    adapter_parameters: Callable[[Candidate], dict[str, str]]
-    native_parameters: Callable[[Candidate], dict[str, str]]
-    gpu_accelerators: Callable[[Candidate], tuple[Accelerator, ...]] = _no_accelerators
-    cpu_accelerators: Callable[[Candidate], tuple[Accelerator, ...]] = _no_accelerators
 
     @property
     def default_kind(self) -> str:
@@ -76,6 +74,18 @@ class Backend:
             return f"{self.name} runs on {' / '.join(self.kinds)} instances, not {kind}"
         return self.check(kind, precision)
 
+    @abstractmethod
+    def check(self, kind: str, precision: str) -> str | None:
+        """Why this machine cannot run an offered (kind, precision), e.g. a missing runtime; None when it can."""
+
+    @abstractmethod
+    def prepare(self, request: PrepareRequest) -> Path:
+        """The artifact the runtime loads (cached by content; the source itself when nothing changes)."""
+
+    @abstractmethod
+    def native_files(self, artifact: Path) -> dict[str, Path]:
+        """{path in the model directory: file} of the native form, besides config.pbtxt and warmup files."""
+
     def adapter_files(self, artifact: Path) -> dict[str, Path]:
         """Everything the python-backend model directory needs besides config.pbtxt and warmup files."""
         if self.adapter_model_file is None:
@@ -83,6 +93,20 @@ class Backend:
                              f"Triton's {self.triton_backend} backend")
         return self.native_files(artifact) | {"1/model.py": self.adapter_model_file,
                                               "1/tuner_adapter.py": ADAPTER_HELPER}
+
+    @abstractmethod
+    def adapter_parameters(self, candidate: Candidate) -> dict[str, str]:
+        """The `parameters` of the python-backend adapter's config."""
+
+    @abstractmethod
+    def native_parameters(self, candidate: Candidate) -> dict[str, str]:
+        """The `parameters` of the native config, as Triton's backend names them."""
+
+    def gpu_accelerators(self, candidate: Candidate) -> tuple[Accelerator, ...]:
+        return ()
+
+    def cpu_accelerators(self, candidate: Candidate) -> tuple[Accelerator, ...]:
+        return ()
 
 
 # --- artifacts: converted models cached by the content of their source and their settings -----

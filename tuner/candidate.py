@@ -1,0 +1,87 @@
+"""The Candidate: one deployment of one model plus the client load it is measured under, as plain
+frozen data with a field per knob of tuner.knobs, and the runtime keys ("backend:precision").
+
+A leaf: it imports nothing of tuner but the knob table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, field, fields, make_dataclass
+from typing import Any
+
+from tuner.knobs import KNOBS, Context
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+REFERENCE_RUNTIME = "onnxruntime:fp32"  # the runtime every other one is checked against
+
+
+def runtime_key(backend: str, precision: str) -> str:
+    """One categorical knob for backend and precision: Optuna needs the same choices in every
+    trial, and which precisions exist depends on the backend."""
+    return f"{backend}:{precision}"
+
+
+def split_runtime(key: str) -> tuple[str, str]:
+    backend, _, precision = key.partition(":")
+    return backend, precision
+
+
+def _as_dict(self) -> dict[str, Any]:
+    return asdict(self)
+
+
+def _context(self, sample_concurrency: bool = True) -> Context:
+    """The knob context this candidate was chosen in (what decides which knobs exist)."""
+    return Context(batched=self.max_batch_size > 0, kind=self.kind, family=self.family,
+                   sample_concurrency=sample_concurrency)
+
+
+def _preferred_batch_sizes(self) -> list[int]:
+    return [self.max_batch_size] if self.dynamic_batching and self.preferred_batch else []
+
+
+def _runtime(self) -> str:
+    return runtime_key(self.backend, self.precision)
+
+
+def _from_dict(cls, values: dict) -> "Candidate":
+    """A stored candidate read back; fields it lacks (knobs added since) take their off value,
+    fields no longer known are dropped."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# What the runtime choice fixes, then one field per knob (a knob that does not exist for this
+# candidate holds its `off` value, e.g. max_batch_size 0 for a model Triton does not batch).
+Candidate = make_dataclass(
+    "Candidate",
+    [("backend", str, field(default="onnxruntime")),
+     ("precision", str, field(default="fp32")),
+     ("kind", str, field(default="KIND_CPU")),  # instance kind of the backend
+     ("family", str, field(default="onnxruntime")),  # the backend's runtime family
+     *[(k.name, k.type, field(default=k.off)) for k in KNOBS]],
+    frozen=True,
+    namespace={
+        "as_dict": _as_dict,
+        "context": _context,
+        "preferred_batch_sizes": property(_preferred_batch_sizes),
+        "runtime": property(_runtime),
+        "from_dict": classmethod(_from_dict),
+        "__module__": __name__,
+        "__doc__": "One Triton deployment of one model plus the client load it is measured under.",
+    },
+)
+
+
+def describe(c: dict | Candidate) -> str:
+    """One line: runtime, then every knob that exists for this candidate, e.g.
+    "onnxruntime/fp32 x2 mbs=32 db=on delay=0us nopref thr=1 warm=n conc=16"."""
+    values = c if isinstance(c, dict) else c.as_dict()
+    ctx = Context(batched=bool(values.get("max_batch_size")), kind=values.get("kind") or "KIND_CPU",
+                  family=values.get("family") or "onnxruntime", sample_concurrency=True)
+    parts = [f"{values.get('backend')}/{values.get('precision')}"]
+    for knob in KNOBS:
+        value = values.get(knob.name, knob.off)
+        if knob.exists(values, ctx) and value is not None and value == value:  # None / NaN: not set
+            parts.append(knob.label(value))
+    return " ".join(parts)

@@ -1,0 +1,100 @@
+"""Stage 5, the load test: perf_analyzer at the candidate's concurrency, or up a concurrency ramp
+on the one load; a new best is measured once more and kept as the mean of both runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.experiment import MeasureSpec
+from tuner.measure import perf_analyzer, ramp
+from tuner.measure.metrics import MetricsSampler, ServerMetrics
+from tuner.measure.perf_analyzer import Measurement
+
+
+@dataclass(frozen=True)
+class PerfRun:
+    """One perf_analyzer run, with the server metrics sampled meanwhile."""
+
+    measurement: Measurement
+    metrics: ServerMetrics
+    command: str  # the exact command line that produced it
+    unstable: bool  # it needed the loose retry: read its figures with care
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    measurement: Measurement  # the trial's figures
+    metrics: ServerMetrics
+    command: str
+    unstable: bool
+    curve: list[Measurement] | None  # every ramp point, when the trial found its concurrency
+    confirm: dict | None  # {"first": ..., "again": ...} when a new best was measured twice
+    measure_s: float
+
+
+Perf = Callable[[int, str], PerfRun]  # (concurrency, csv suffix) -> one run
+
+
+def perf_runner(model: str, grpc_url: str, metrics_url: str, spec: MeasureSpec, input_data: Path,
+                csv_path: Callable[[str], Path]) -> Perf:
+    """perf_analyzer against one server. A run whose windows never agree (or complete no request)
+    gets three more windows without a stability requirement (4x longer if none completed), rather
+    than losing the candidate to noise; such a run is flagged unstable."""
+
+    def once(concurrency: int, suffix: str) -> PerfRun:
+        path = csv_path(f"c{concurrency}{suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def run(settings: MeasureSpec) -> tuple[Measurement, ServerMetrics, str]:
+            cmd = perf_analyzer.command(model, grpc_url, concurrency, settings, path, input_data)
+            sampler = MetricsSampler(metrics_url)
+            with sampler:
+                measurement = perf_analyzer.measure(cmd, path, spec.timeout_s)
+            return measurement, sampler.result(), perf_analyzer.as_shell(cmd)
+
+        try:
+            return PerfRun(*run(spec), unstable=False)
+        except (perf_analyzer.UnstableMeasurement, perf_analyzer.WindowTooShort) as exc:
+            loose = spec.model_copy(update={"stability_percent": 1000.0, "max_windows": 3})
+            if isinstance(exc, perf_analyzer.WindowTooShort):
+                loose = loose.model_copy(update={"interval_ms": spec.interval_ms * 4})
+            return PerfRun(*run(loose), unstable=True)
+
+    return once
+
+
+def load_test(perf: Perf, spec: MeasureSpec, concurrency: int, ladder: Sequence[int], floor: int,
+              max_p99_ms: float | None, best_so_far: float | None) -> LoadResult:
+    """Measure at `concurrency`, or (when the spec ramps) up `ladder` from `floor` on; a result
+    above `best_so_far` (the study's best within the SLA; None: no confirmation) is measured again."""
+    started = time.monotonic()
+    runs: dict[int, PerfRun] = {}
+
+    def measure_at(c: int) -> Measurement:
+        runs[c] = perf(c, "")
+        return runs[c].measurement
+
+    curve = None
+    if spec.ramps:
+        curve = ramp.ramp(measure_at, ladder, max_p99_ms, spec.ramp_min_gain, floor)
+        measurement = ramp.pick(curve, max_p99_ms)
+    else:
+        measurement = measure_at(concurrency)
+    chosen = runs[measurement.concurrency]
+    confirm = None
+    if best_so_far is not None and _new_best(measurement, best_so_far, max_p99_ms):
+        again = perf(measurement.concurrency, "confirm")
+        confirm = {"first": measurement.throughput, "again": again.measurement.throughput}
+        measurement = ramp.mean([measurement, again.measurement])
+        runs[-1] = again
+    return LoadResult(measurement, chosen.metrics, chosen.command, any(r.unstable for r in runs.values()),
+                      curve, confirm, round(time.monotonic() - started, 3))
+
+
+def _new_best(measurement: Measurement, best: float, max_p99_ms: float | None) -> bool:
+    """One noisy window can look 10 % better than the configuration is: a point that would be the
+    study's new best (within the SLA) is measured again."""
+    return (max_p99_ms is None or measurement.p99_ms <= max_p99_ms) and measurement.throughput > best
