@@ -75,7 +75,7 @@ Candidate = make_dataclass(
 
 def describe(c: dict | Candidate) -> str:
     """One line: runtime, then every knob that exists for this candidate, e.g.
-    "onnxruntime/fp32 x2 mbs=32 db=on delay=0us nopref thr=1 warm=n conc=16"."""
+    "onnxruntime/fp32 x2 mbs=32 db=on delay=0us nopref thr=1 opt=all warm=n conc=16"."""
     values = c if isinstance(c, dict) else c.as_dict()
     ctx = Context(batched=bool(values.get("max_batch_size")), kind=values.get("kind") or "KIND_CPU",
                   family=values.get("family") or "onnxruntime", sample_concurrency=True)

@@ -52,6 +52,16 @@ class Knob:
     adapter_parameter: str | None = None  # the python-backend parameter the adapter reads it from
 
 
+# ONNX Runtime's graph optimization levels, as Triton's onnxruntime backend spells them in
+# `optimization { graph { level } }`: unset (0) is ORT_ENABLE_ALL.
+_ORT_GRAPH_LEVEL = {"all": 0, "extended": 1, "basic": -1, "disabled": 2}
+
+
+def _graph_level_fragment(value: object) -> dict:
+    level = _ORT_GRAPH_LEVEL[str(value)]
+    return {"optimization": {"graph": {"level": level}}} if level else {}
+
+
 def _batching(value: object) -> str:
     return "on" if value else "off"
 
@@ -72,6 +82,11 @@ KNOBS: tuple[Knob, ...] = (
          label=lambda v: "pref" if v else "nopref"),
     Knob("threads", int, (0, 1, 2), "runtime intra-op threads per instance; 0 = runtime default", "runtime",
          off=0, triton_default=0, label=lambda v: f"thr={v}", minimum=0),
+    Knob("graph_optimization", str, ("all",),
+         "ONNX Runtime graph optimization level: all, extended, basic or disabled (onnxruntime backends)",
+         "runtime", off=None, triton_default="all", exists=lambda chosen, ctx: ctx.family == "onnxruntime",
+         label=lambda v: f"opt={v}", choices=tuple(_ORT_GRAPH_LEVEL), native=_graph_level_fragment,
+         adapter_parameter="graph_optimization_level"),
     Knob("warmup", bool, (False, True), "model_warmup at batch 1 and max_batch_size", "config", off=False,
          triton_default=False, label=lambda v: f"warm={'y' if v else 'n'}"),
     Knob("gpus", str, ("all",), 'KIND_GPU placement: "all" GPUs (count per GPU) or ids "0,1"', "config",

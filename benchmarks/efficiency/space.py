@@ -13,7 +13,8 @@ from tuner.space import grid
 
 RUNTIME = REFERENCE_RUNTIME  # the benchmark searches one runtime: the reference, ONNX Runtime fp32 on CPU
 
-# Each knob's values (a knob left out keeps the knob table's default values). Triton's default config (1 instance, max batch 4, no dynamic
+# Each knob's values (a knob left out keeps the knob table's default values, e.g.
+# graph_optimization: all). Triton's default config (1 instance, max batch 4, no dynamic
 # batching, threads 0) is in every preset: the search measures it first, so it must be a grid point too.
 GRID_SPACES: dict[str, dict[str, list]] = {
     "default": {  # 3 x 4 x (1 + 2) x 3 x 6 = 648 configurations
@@ -43,6 +44,7 @@ KNOB_NOTES = {
     "preferred_batch": "pinned off by default (preferred_batch_size = max_batch_size); it would double the "
                        "dynamic-batching half of the grid",
     "max_queue_delay_us": "asked only when dynamic batching is on",
+    "graph_optimization": "pinned at ONNX Runtime's default level by default",
 }
 
 

@@ -1,9 +1,9 @@
 """Python-backend adapter: runs an ONNX model with ONNX Runtime inside Triton.
 
 Request stacking, padding and output trimming are tuner_adapter.py's (shared with the openvino
-adapter). Parameters (config.pbtxt `parameters`): onnx_file, intra_op_threads, providers
-(comma-separated, in priority order), provider_options (JSON list, one dict per provider),
-ragged_outputs.
+adapter). Parameters (config.pbtxt `parameters`): onnx_file, intra_op_threads,
+graph_optimization_level (all, extended, basic, disabled), providers (comma-separated, in priority
+order), provider_options (JSON list, one dict per provider), ragged_outputs.
 """
 
 import json
@@ -16,12 +16,20 @@ import onnxruntime as ort  # noqa: E402
 from tuner_adapter import BatchingModel, model_path  # noqa: E402
 
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+GRAPH_OPTIMIZATION_LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
 
 
 class TritonPythonModel(BatchingModel):
     def initialize(self, args):
         params = self.configure(args)
         options = ort.SessionOptions()
+        level = params.get("graph_optimization_level", "all")
+        options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[level]
         threads = int(params.get("intra_op_threads", "0"))
         if threads > 0:
             options.intra_op_num_threads = threads

@@ -1,6 +1,7 @@
 """Every CPU backend and precision this machine has, served through its python-backend adapter by the
 real tritonserver, answers like the fp32 reference within its precision's tolerance."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tuner import accuracy, backends, client
 from tuner.backends import PrepareRequest
 from tuner.candidate import Candidate
+from tuner.errors import TrialError
 from tuner.render import render
 from tuner.server import ModelPackage
 from tuner.server.local import LocalServer
@@ -125,3 +127,35 @@ def test_openvino_adapter_runs_new_batch_sizes_and_lengths_and_trims_ragged_outp
         grpc.close()
         server.unload("ctc")
 
+
+@pytest.mark.parametrize("level", ["all", "extended", "basic", "disabled"])
+def test_onnxruntime_adapter_runs_each_graph_optimization_level(server, mlp_onnx, mlp_setup, level):
+    """The graph_optimization knob reaches ONNX Runtime inside the server (an unknown level would
+    fail the load) and changes nothing in what the model computes."""
+    samples, _, reference, cache = mlp_setup
+    runtime = backends.get("onnxruntime")
+    artifact = runtime.prepare(PrepareRequest(mlp_onnx, "fp32", cache))
+    sig = read_signature(mlp_onnx)
+    name = f"mlp_graph_{level}"
+    chosen = replace(candidate("onnxruntime", "fp32"), graph_optimization=level)
+    config = render_adapter(name, sig, chosen, samples[0])
+    assert f'key: "graph_optimization_level" value: {{ string_value: "{level}" }}' in config
+    server.load(ModelPackage(name, config, runtime.adapter_files(artifact)))
+    try:
+        outputs = [client.infer(server.grpc_url, name, sig, s) for s in samples]
+    finally:
+        server.unload(name)
+    report = accuracy.check(reference, outputs, accuracy.AccuracySpec(max_rel_error=TOLERANCE["fp32"]))
+    assert report.passed, report.reason
+
+
+def test_an_unknown_graph_optimization_level_fails_the_load(server, mlp_onnx, mlp_setup):
+    samples, _, _, cache = mlp_setup
+    runtime = backends.get("onnxruntime")
+    artifact = runtime.prepare(PrepareRequest(mlp_onnx, "fp32", cache))
+    chosen = replace(candidate("onnxruntime", "fp32"), graph_optimization="all")
+    config = render_adapter("mlp_graph_bad", read_signature(mlp_onnx), chosen, samples[0])
+    config = config.replace('string_value: "all"', 'string_value: "fastest"')
+    assert "fastest" in config
+    with pytest.raises(TrialError):
+        server.load(ModelPackage("mlp_graph_bad", config, runtime.adapter_files(artifact)))

@@ -171,7 +171,7 @@ def test_the_sweep_loads_each_deployment_once_in_a_shuffled_order():
 def _expected_size(space, batched=True):
     """The grid's size from the space's values alone: the batching knobs only for a batched model,
     the queue delay and preferred batch only with dynamic batching on (ONNX Runtime on CPU)."""
-    size = (len(space.instances) * len(space.threads) * len(space.warmup)
+    size = (len(space.instances) * len(space.threads) * len(space.graph_optimization) * len(space.warmup)
             * len(space.concurrency))
     if batched:
         dynamic = len(space.max_queue_delay_us) * len(space.preferred_batch)
@@ -183,7 +183,7 @@ def _expected_size(space, batched=True):
 @pytest.mark.parametrize("preset, overrides, size", [
     ("default", {}, 3 * 4 * (1 + 2) * 3 * 6),
     ("small", {}, 2 * 2 * (1 + 2) * 2 * 3),
-    ("small", {"preferred_batch": [False, True]}, 2 * 2 * (1 + 4) * 2 * 3),
+    ("small", {"graph_optimization": ["all", "basic"], "preferred_batch": [False, True]}, 2 * 2 * (1 + 4) * 2 * 2 * 3),
 ])
 def test_preset_grids_are_every_distinct_configuration_tuner_can_ask_for(preset, overrides, size):
     space = sp.benchmark_space(preset, **overrides)
@@ -197,6 +197,7 @@ def test_preset_grids_are_every_distinct_configuration_tuner_can_ask_for(preset,
         assert trial.params == p  # suggest asks for exactly these params, no more, no fewer
     assert len(candidates) == len(points)
     assert all("max_queue_delay_us" not in p for p in points if not p["dynamic_batching"])
+    assert {p["graph_optimization"] for p in points} == set(space.graph_optimization)
 
 
 def test_grid_holds_tritons_default_at_the_baseline_concurrencies():
@@ -211,7 +212,8 @@ def test_grid_holds_tritons_default_at_the_baseline_concurrencies():
 def test_unbatched_models_get_no_batching_knobs():
     space = sp.benchmark_space("small", instances=[1], threads=[0], concurrency=[1, 2])
     points = grid(space, batched=False, runtime=sp.RUNTIME)
-    assert points == [{"runtime": sp.RUNTIME, "instances": 1, "threads": 0, "warmup": False, "concurrency": c} for c in (1, 2)]
+    assert points == [{"runtime": sp.RUNTIME, "instances": 1, "threads": 0, "graph_optimization": "all",
+                       "warmup": False, "concurrency": c} for c in (1, 2)]
     assert len(points) == _expected_size(space, batched=False)
     for p in points:
         trial = optuna.trial.FixedTrial(p)
@@ -223,7 +225,7 @@ def test_the_printed_space_lists_the_knob_tables_knobs_of_the_runtime():
     table = sp.describe_space(sp.benchmark_space("default"))
     rows = [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines()[2:] if line.startswith("| ")]
     assert rows == ["instances", "max_batch_size", "dynamic_batching", "max_queue_delay_us", "preferred_batch",
-                    "threads", "warmup", "concurrency", "runtime"]  # no gpus: CPU runtime
+                    "threads", "graph_optimization", "warmup", "concurrency", "runtime"]  # no gpus: CPU runtime
     assert "| max_batch_size | 1, 4, 16, 32 |" in table and "| dynamic_batching | false, true |" in table
     assert table.endswith("648 distinct configurations")
 
@@ -232,9 +234,9 @@ def test_narrowing_replaces_only_the_given_knobs():
     space = sp.benchmark_space("default", instances=[1], concurrency=[4])
     assert space.instances == [1] and space.concurrency == [4] and space.threads == [0, 1, 2]
     args = se.parse_args(["--model", "m.onnx", "--dynamic-batching", "false,true", "--threads", "0,2",
-                          "--queue-delay-us", "0,500"])
+                          "--queue-delay-us", "0,500", "--graph-optimization", "all,basic"])
     assert args.dynamic_batching == [False, True] and args.threads == [0, 2]
-    assert args.max_queue_delay_us == [0, 500]
+    assert args.max_queue_delay_us == [0, 500] and args.graph_optimization == ["all", "basic"]
     assert args.instances is None  # not given: the preset's values
     with pytest.raises(SystemExit):
         se.parse_args(["--model", "m.onnx", "--warmup", "maybe"])
