@@ -39,10 +39,11 @@ import optuna  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from benchmarks.efficiency.report import best_table, render_markdown  # noqa: E402
-from benchmarks.efficiency.runner import (FixedRunner, LineReporter, measure_winner, open_storage,  # noqa: E402
-                                          run_search, trial_rows)
+from benchmarks.efficiency.runner import (FixedRunner, LineReporter, measure_winner, run_search,  # noqa: E402
+                                          trial_rows)
 from benchmarks.efficiency.space import (GRID_SPACES, RUNTIME, baseline_concurrency, benchmark_space,  # noqa: E402
                                          describe_space, grid_knobs)
+from tuner.storage import open_storage  # noqa: E402
 from benchmarks.efficiency.stats import Record, objective_slas, params_key, records_of, time_split  # noqa: E402
 from benchmarks.efficiency.truth import (evaluate_search, grid_slas, grid_summary, ground_truth,  # noqa: E402
                                          machine_drift, summarize, truth_candidates, unconfirmed_bests)

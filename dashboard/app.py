@@ -1,12 +1,14 @@
 """The tuner dashboard: a Streamlit app over one Optuna study storage, and nothing else.
 
-Served by `tuner dashboard [--storage URL]`, which runs `streamlit run <this file> -- --storage URL`
+Served by `tuner dashboard [--storage URL]`, which runs `streamlit run <this file>` with the URL in the
+environment variable TUNER_STORAGE, off the command line where anyone could read its password
 (the file is the module tuner.dashboard.app, tuner.resources.DASHBOARD_APP). See docs/dashboard.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import optuna
@@ -16,7 +18,9 @@ import streamlit as st
 from tuner import results
 from tuner.dashboard import views
 from tuner.errors import TunerError
+from tuner.storage import mask
 
+STORAGE_ENV = "TUNER_STORAGE"  # how `tuner dashboard` passes the storage URL
 REFRESH_S = 5
 NEWEST = 5
 # Trial attributes the trial view shows in their own place; it lists whatever else a trial recorded.
@@ -25,10 +29,11 @@ SHOWN_ATTRS = {"candidate", "config_pbtxt", "measurement", "perf_analyzer_cmd", 
 
 
 def storage_url(argv: list[str]) -> str:
-    """The storage URL given after `--` on the streamlit command line."""
+    """The storage URL: `--storage URL` after `--` on the streamlit command line when given, else the
+    environment variable TUNER_STORAGE (as `tuner dashboard` passes it), else the default."""
     parser = argparse.ArgumentParser(prog="tuner dashboard")
-    parser.add_argument("--storage", default=views.DEFAULT_STORAGE)
-    return parser.parse_known_args(argv)[0].storage
+    parser.add_argument("--storage", default=None)
+    return parser.parse_known_args(argv)[0].storage or os.environ.get(STORAGE_ENV) or views.DEFAULT_STORAGE
 
 
 @st.cache_resource(show_spinner=False)
@@ -46,7 +51,8 @@ def main() -> None:
     st.set_page_config(page_title="tuner dashboard", layout="wide")
     st.title("tuner: Triton configuration search")
     url = storage_url(sys.argv[1:])
-    st.caption(f"study storage: `{url}`")
+    shown = mask(url)  # the page never shows a password
+    st.caption(f"study storage: `{shown}`")
     try:
         storage = open_storage(url)
     except TunerError as exc:
@@ -54,7 +60,7 @@ def main() -> None:
         return
     overview = views.study_overview(storage)
     if overview.empty:
-        st.info(f"No studies in `{url}` yet. Start one with `tuner search --model MODEL --storage {url}`; "
+        st.info(f"No studies in `{shown}` yet. Start one with `tuner search --model MODEL --storage {shown}`; "
                 "it shows up here as soon as it starts.")
         return
     row = pick_study(overview)
@@ -80,7 +86,10 @@ def show_study(url: str, name: str) -> None:
     st.caption(f"model `{attrs.get('model', '?')}`")
     if attrs.get("experiment"):
         with st.expander("Experiment spec"):
-            st.json(attrs["experiment"])
+            experiment = attrs["experiment"]
+            if isinstance(experiment, dict) and isinstance(experiment.get("storage"), str):
+                experiment = experiment | {"storage": mask(experiment["storage"])}  # a study stored before masking
+            st.json(experiment)
     sla = attrs.get("max_p99_ms")
     max_p99_ms = st.number_input("SLA: p99 latency limit (ms)", min_value=0.001,
                                  value=None if sla is None else float(sla), key=f"sla-{name}",
@@ -92,11 +101,13 @@ def show_study(url: str, name: str) -> None:
         st.info("This study has no trials yet; they appear here as the search runs.")
         return
     trials = study.get_trials(deepcopy=False)  # indexed by trial number
+    found = views.verified(study)
+    show_verified(frame, found, max_p99_ms)
+    show_best(url, name, trials, frame, found, max_p99_ms)
     show_pareto(frame, max_p99_ms, name)
-    show_best(url, name, trials, frame, max_p99_ms)
     show_trials(frame)
     show_importance(study)
-    show_trial(name, trials, frame, max_p99_ms)
+    show_trial(name, trials, frame, found, max_p99_ms)
 
 
 def show_progress(study: optuna.Study, frame: pd.DataFrame) -> None:
@@ -144,31 +155,86 @@ def show_pareto(frame: pd.DataFrame, max_p99_ms: float | None, name: str) -> Non
         table(failed[["number", "state", "settings", "rejected", "error"]])
 
 
+def show_verified(frame: pd.DataFrame, found: dict | None, max_p99_ms: float | None) -> None:
+    """The verification stage's finalists, measured again in interleaved rounds: the figures to trust."""
+    st.subheader("Verified finalists")
+    if found is None:
+        st.info("Not verified yet: figures below are single draws.")
+        return
+    sla = found.get("max_p99_ms")
+    st.caption(f"{views.rounds_text(found)}, judged by the SLA p99 ≤ {sla:g} ms; medians with 95 % intervals."
+               if sla else f"{views.rounds_text(found)}, without an SLA; medians with 95 % intervals.")
+    if not views.verified_for(found, max_p99_ms):
+        st.caption("The SLA picked above differs from the one verified: the best trial below is a single draw.")
+    seen = found.get("trials_seen")
+    finished = int((frame.status != views.RUNNING).sum())
+    if seen is not None and seen != finished:
+        st.caption(f"Verified after {seen} trials; the study has {finished} finished now.")
+    columns = st.columns([1, 3])
+    columns[0].metric("P(winner is best)", "-" if found["p_best"] is None else f"{found['p_best']:.2f}",
+                      help="How often the winner has the highest median when whole rounds are resampled.")
+    ratio = found.get("vs_default")
+    text = views.vs_default_text(found)
+    if ratio is not None and ratio["significant"]:
+        columns[1].success(text)
+    elif found["winner"] is None:
+        columns[1].warning(text)
+    else:
+        columns[1].info(text)
+    st.dataframe(views.verified_table(frame, found), hide_index=True, key="verified")
+    st.plotly_chart(views.verified_figure(found), key="verified-figure")
+
+
 def show_best(url: str, name: str, trials: list[optuna.trial.FrozenTrial], frame: pd.DataFrame,
-              max_p99_ms: float | None) -> None:
+              found: dict | None, max_p99_ms: float | None) -> None:
     st.subheader("Best trial under the SLA" if max_p99_ms else "Best trial (no SLA)")
-    top = views.best(frame, max_p99_ms)
-    if top is None:
+    chosen, is_verified = views.chosen(frame, found, max_p99_ms)
+    if chosen is None:
         done = results.completed(views.eligible(frame))
         st.info("No completed trial yet." if done.empty else
                 f"No completed trial has p99 ≤ {max_p99_ms:g} ms; the lowest measured is {done.p99_ms.min():.2f} ms.")
         return
-    number = int(top.number)
-    default = views.best(frame, max_p99_ms, baseline=True)
+    number = chosen
+    top = frame.set_index("number", drop=False).loc[number]
     columns = st.columns(5)
     columns[0].metric("trial", number)
-    columns[1].metric("throughput (infer/s)", f"{top.throughput:.1f}")
-    columns[2].metric("p99 (ms)", f"{top.p99_ms:.2f}")
-    columns[3].metric("p50 (ms)", f"{top.p50_ms:.2f}")
-    columns[4].metric("vs Triton's default", "-" if default is None else f"{top.throughput / default.throughput:.2f}×",
-                      help="Against the best default-config trial under the same SLA.")
+    if is_verified:
+        figures = found["finalists"][number]
+        t, p99, p50 = figures["throughput"], figures["p99_ms"], views.verified_p50(found, number)
+        st.caption(f"The verified winner: medians of {found['rounds']} interleaved rounds, with 95 % intervals.")
+        # The 95 % intervals under the medians, grey and without an arrow: they are no change.
+        interval = {"delta_color": "off", "delta_arrow": "off"}
+        columns[1].metric("infer/s (verified)", f"{t['median']:.1f}", f"[{t['low']:.1f}, {t['high']:.1f}]",
+                          help=f"Median of the rounds, 95 % interval (±{t['half_width'] * 100:.1f} %).", **interval)
+        columns[2].metric("p99 ms (verified)", f"{p99['median']:.2f}", f"[{p99['low']:.2f}, {p99['high']:.2f}]",
+                          help="Median of the rounds, 95 % interval.", **interval)
+        columns[3].metric("p50 ms (verified)", "-" if p50 is None else f"{p50:.2f}",
+                          help="Median of the rounds.")
+        ratio = found.get("vs_default")
+        columns[4].metric("vs Triton's default", "-" if ratio is None else f"{ratio['median']:.2f}×",
+                          None if ratio is None else f"[{ratio['low']:.2f}, {ratio['high']:.2f}]"
+                          + ("" if ratio["significant"] else " not significant"),
+                          help=views.vs_default_text(found), **interval)
+    else:
+        if views.verified_for(found, max_p99_ms):  # verified for this SLA, but no finalist met it
+            st.warning(f"Verified: {views.vs_default_text(found)}. Below, the best single draw.")
+        else:
+            st.caption("Single draw: the trial's own measurement, not verified.")
+        default = views.best(frame, max_p99_ms, baseline=True)
+        columns[1].metric("infer/s (single draw)", f"{top.throughput:.1f}")
+        columns[2].metric("p99 ms (single draw)", f"{top.p99_ms:.2f}")
+        columns[3].metric("p50 ms (single draw)", f"{top.p50_ms:.2f}")
+        columns[4].metric("vs Triton's default",
+                          "-" if default is None else f"{top.throughput / default.throughput:.2f}×",
+                          help="Single draws, against the best default-config trial under the same SLA.")
     st.markdown(f"`{top.settings}`")
     command = trials[number].user_attrs.get("perf_analyzer_cmd")
     if command:
         st.code(command, language="bash", wrap_lines=True)
-    form = st.radio("Config form", ["native", "adapter"], horizontal=True, key=f"form-{name}",
-                    help="native: the stock Triton image's onnxruntime backend; "
-                         "adapter: the python-backend form the bundled tritonserver measured.")
+    form = st.radio("Config form", ["measured", "native", "adapter"], horizontal=True, key=f"form-{name}",
+                    help="measured: the form the trial was measured in (what `tuner export` writes by default); "
+                         "native: the stock Triton image's own backend (not measured on the bundled server); "
+                         "adapter: the python-backend form.")
     try:
         data = export_zip(url, name, number, max_p99_ms, form)
     except TunerError as exc:
@@ -194,17 +260,22 @@ def show_importance(study: optuna.Study) -> None:
     st.plotly_chart(views.importance_figure(importances))
 
 
-def show_trial(name: str, trials: list[optuna.trial.FrozenTrial], frame: pd.DataFrame,
+def show_trial(name: str, trials: list[optuna.trial.FrozenTrial], frame: pd.DataFrame, found: dict | None,
                max_p99_ms: float | None) -> None:
     st.subheader("Trial")
     key = f"trial-{name}"
-    top = views.best(frame, max_p99_ms)
-    st.session_state.setdefault(key, int(frame.number.iloc[-1] if top is None else top.number))
+    top, _ = views.chosen(frame, found, max_p99_ms)
+    st.session_state.setdefault(key, int(frame.number.iloc[-1]) if top is None else top)
     labels = {int(r.number): f"trial {r.number} · {r.status} · {r.settings}" for r in frame.itertuples()}
     number = st.selectbox("Trial", list(labels), format_func=labels.get, key=key)
     row = frame.set_index("number", drop=False).loc[number]
     attrs = trials[number].user_attrs
     show_trial_notes(row, attrs)
+    if found is not None and number in found["finalists"]:
+        t = found["finalists"][number]["throughput"]
+        st.info(f"A verified finalist{f' ({views.role(found, number)})' if views.role(found, number) else ''}: "
+                f"{t['median']:.1f} infer/s [{t['low']:.1f}, {t['high']:.1f}] over {found['rounds']} rounds; "
+                "the figures below are its single draw.")
     measurement = attrs.get("measurement")
     if measurement:
         left, right = st.columns(2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import math
 import tempfile
 import warnings
 import zipfile
@@ -16,9 +17,10 @@ import optuna
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from tuner import export, knobs, results
-from tuner.errors import TunerError
+from tuner import export, knobs, results, verification
+from tuner import storage as tuner_storage
 from tuner.candidate import describe
 
 DEFAULT_STORAGE = "sqlite:///results/tuner.db"
@@ -30,20 +32,16 @@ TIME_SPLIT = {"client_send_ms": "client send", "queue_ms": "queue", "compute_inp
               "compute_infer_ms": "compute infer", "compute_output_ms": "compute output",
               "client_recv_ms": "client receive"}
 HOVER_KNOBS = list(knobs.NAMES)
+# How the verification stage ended (tuner.verification.run's `stopped`), in words.
+STOPPED = {"converged": "converged: the winner's interval is as narrow as asked",
+           "budget": "stopped by the stage's time budget", "max_rounds": "stopped after its most rounds"}
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Open an existing study storage. A missing SQLite file is an error: the dashboard creates nothing."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise TunerError(f"cannot open study storage {url!r}: there is no file {path}; "
-                             f"`tuner search --storage {url}` creates it")
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # sqlalchemy errors: bad URL, missing driver, not a database, unreachable
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TunerError(f"cannot open study storage {url!r}: {first}") from None
+    """Open an existing study storage, read-only in spirit: a missing SQLite file is an error and
+    the dashboard creates nothing (no file, no schema, no study, no trial); SQLite waits for a
+    search's write instead of failing (tuner.storage)."""
+    return tuner_storage.open_storage(url, read_only=True)
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -97,6 +95,134 @@ def best(frame: pd.DataFrame, max_p99_ms: float | None, baseline: bool | None = 
     return results.best(eligible(frame), max_p99_ms, baseline)
 
 
+def verified(study: optuna.Study) -> dict | None:
+    """The study's verification (tuner.verification.stored): None while its search runs, or for an old study."""
+    return verification.stored(study)
+
+
+def verified_for(found: dict | None, max_p99_ms: float | None) -> bool:
+    """Whether the verification was made for this SLA (the one picked on the page): only then do
+    its winner and figures answer "the best under the SLA"."""
+    if found is None:
+        return False
+    sla = found.get("max_p99_ms")
+    if sla is None or max_p99_ms is None:
+        return sla is None and max_p99_ms is None
+    return math.isclose(float(sla), float(max_p99_ms), rel_tol=1e-9)
+
+
+def chosen(frame: pd.DataFrame, found: dict | None, max_p99_ms: float | None) -> tuple[int | None, bool]:
+    """The trial the page offers as the best under the SLA, and whether that is the verified winner
+    (else it is the best single draw, `best`)."""
+    if verified_for(found, max_p99_ms) and found["winner"] is not None:
+        return int(found["winner"]), True
+    top = best(frame, max_p99_ms)
+    return (None if top is None else int(top.number)), False
+
+
+def role(found: dict, number: int) -> str:
+    """A finalist's role: winner, default (Triton's default config), both, or ''."""
+    return " & ".join(r for r, n in (("winner", found["winner"]), ("default", found["default"])) if n == number)
+
+
+def _span(figure: dict, digits: int) -> str:
+    return f"{figure['median']:.{digits}f} [{figure['low']:.{digits}f}, {figure['high']:.{digits}f}]"
+
+
+def verified_table(frame: pd.DataFrame, found: dict) -> pd.DataFrame:
+    """One row per finalist, the highest verified throughput first: its config, the median of the
+    rounds with the 95 % interval, how wide that is, and whether its p99 meets the SLA."""
+    described = {int(r["number"]): settings(r) for r in frame.to_dict("records")}
+    rows = []
+    for number, f in sorted(found["finalists"].items(), key=lambda item: -item[1]["throughput"]["median"]):
+        rows.append({"trial": number, "role": role(found, number),
+                     "throughput (infer/s) median [95 % interval]": _span(f["throughput"], 1),
+                     "± %": round(f["throughput"]["half_width"] * 100, 1),
+                     "p99 (ms) median [95 % interval]": _span(f["p99_ms"], 2),
+                     "meets SLA": bool(f["meets_sla"]), "settings": described.get(number, "?")})
+    # The figures before the settings, whose long line would push them out of sight.
+    return pd.DataFrame(rows, columns=["trial", "role", "throughput (infer/s) median [95 % interval]", "± %",
+                                       "p99 (ms) median [95 % interval]", "meets SLA", "settings"])
+
+
+def rounds_text(found: dict) -> str:
+    """How many rounds measured the finalists and why they stopped."""
+    stopped = STOPPED.get(found.get("stopped"), found.get("stopped") or "?")
+    return (f"{found['rounds']} interleaved rounds over {len(found['finalists'])} finalists "
+            f"({stopped}; {found.get('seconds', 0):.0f} s)")
+
+
+def vs_default_text(found: dict) -> str:
+    """The winner against Triton's default config as the paired ratio of the rounds, or why there is none."""
+    ratio = found.get("vs_default")
+    if found["winner"] is None:
+        return "no finalist meets the SLA on its verified p99 (the upper bound of its interval)"
+    if ratio is None:
+        if found["winner"] == found["default"]:
+            return "Triton's default is the verified winner: no configuration beat it on this machine"
+        return "Triton's default config was not among the finalists"
+    span = f"{ratio['median']:.2f}× [{ratio['low']:.2f}, {ratio['high']:.2f}]"
+    if not ratio["significant"]:
+        return f"no significant gain on this machine (tuned / default {span}: the interval holds 1.00×)"
+    return f"tuned / default {span} (paired rounds, 95 % interval)"
+
+
+def verified_p50(found: dict, number: int) -> float | None:
+    """The median over the rounds of a finalist's p50 (the verification keeps each round's)."""
+    draws = [r[number]["p50_ms"] for r in found["rounds_measured"] if r.get(number, {}).get("p50_ms") is not None]
+    return float(pd.Series(draws).median()) if draws else None
+
+
+def verified_figure(found: dict) -> go.Figure:
+    """Each finalist's verified throughput and p99: the median with its 95 % interval as error bars,
+    and every round's draw as a dot beside it, left to right in round order (so a drift shows as a slope).
+
+    The finalists are in the order of verified_table (highest verified throughput first); the SLA
+    drawn is the one the verification judged them by.
+    """
+    numbers = sorted(found["finalists"], key=lambda n: -found["finalists"][n]["throughput"]["median"])
+    ticks = [f"trial {n}" + (f" ({role(found, n)})" if role(found, n) else "") for n in numbers]
+    rounds = found["rounds_measured"]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("throughput (infer/s)", "p99 latency (ms)"))
+    colours = {"winner": "#2ca02c", "default": "#7f7f7f"}
+    for col, key, digits in ((1, "throughput", 1), (2, "p99_ms", 2)):
+        figures = [found["finalists"][n][key] for n in numbers]
+        fig.add_trace(go.Scatter(
+            x=list(range(len(numbers))), y=[f["median"] for f in figures], mode="markers", name="verified median",
+            legendgroup="median", showlegend=col == 1,
+            marker={"symbol": "diamond", "size": 13,
+                    "color": [colours.get(role(found, n).split(" & ")[0], "#1f77b4") for n in numbers]},
+            error_y={"type": "data", "symmetric": False, "array": [f["high"] - f["median"] for f in figures],
+                     "arrayminus": [f["median"] - f["low"] for f in figures], "thickness": 2, "width": 8},
+            customdata=numbers, hovertext=[f"<b>{t}</b><br>median {_span(f, digits)}" for t, f in zip(ticks, figures)],
+            hovertemplate="%{hovertext}<extra></extra>"), row=1, col=col)
+        xs, ys, text, order = [], [], [], []
+        for r, measured in enumerate(rounds):
+            offset = 0.0 if len(rounds) == 1 else -0.3 + 0.6 * r / (len(rounds) - 1)
+            for i, n in enumerate(numbers):
+                if n in measured and measured[n].get(key) is not None:
+                    xs.append(i + offset)
+                    ys.append(measured[n][key])
+                    order.append(r + 1)
+                    text.append(f"trial {n}, round {r + 1}: {measured[n][key]:.{digits}f}"
+                                + (" (unstable)" if measured[n].get("unstable") else ""))
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="markers", name="each round's draw", legendgroup="rounds", showlegend=col == 1,
+            marker={"size": 6, "color": order, "colorscale": "Viridis", "opacity": 0.8,
+                    "cmin": 1, "cmax": max(len(rounds), 2),
+                    "showscale": col == 1, "colorbar": {"title": {"text": "round"}, "len": 0.8, "dtick": 1}},
+            hovertext=text, hovertemplate="%{hovertext}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(tickvals=list(range(len(numbers))), ticktext=ticks, range=[-0.6, len(numbers) - 0.4],
+                         row=1, col=col)
+    sla = found.get("max_p99_ms")
+    if sla:
+        fig.add_hline(y=sla, line_dash="dot", line_color="#d62728", annotation_text=f"SLA p99 ≤ {sla:g} ms",
+                      annotation_position="top left", row=1, col=2)
+    fig.update_layout(height=420, margin={"t": 40, "b": 10}, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
 def study_overview(storage: optuna.storages.BaseStorage) -> pd.DataFrame:
     """One row per study, newest first: model, trials finished of planned, best throughput under its SLA."""
     rows = []
@@ -105,6 +231,9 @@ def study_overview(storage: optuna.storages.BaseStorage) -> pd.DataFrame:
         sla = study.user_attrs.get("max_p99_ms")
         frame = annotate(study, sla)
         top = best(frame, sla)
+        found = verified(study)
+        won = verified_for(found, sla) and found["winner"] is not None
+        winner = found["finalists"][found["winner"]] if won else None
         rows.append({
             "study": name,
             "model": study.user_attrs.get("model_name") or study.user_attrs.get("model") or "?",
@@ -115,16 +244,18 @@ def study_overview(storage: optuna.storages.BaseStorage) -> pd.DataFrame:
             "sla_p99_ms": sla,
             "best_throughput": None if top is None else round(float(top.throughput), 1),
             "best_p99_ms": None if top is None else round(float(top.p99_ms), 2),
+            "verified_throughput": None if winner is None else round(float(winner["throughput"]["median"]), 1),
         })
     columns = ["study", "model", "finished", "planned", "running", "failed", "sla_p99_ms", "best_throughput",
-               "best_p99_ms"]
+               "best_p99_ms", "verified_throughput"]
     return pd.DataFrame(rows, columns=columns).astype({"planned": "Int64"})
 
 
 def describe_study(row: pd.Series) -> str:
     """The study picker's label: name, model, progress and best so far."""
     planned = "" if pd.isna(row.planned) else f"/{int(row.planned)}"
-    top = "no result yet" if pd.isna(row.best_throughput) else f"best {row.best_throughput:.1f} infer/s"
+    top = ("no result yet" if pd.isna(row.best_throughput) else f"best {row.best_throughput:.1f} infer/s"
+           if pd.isna(row.verified_throughput) else f"verified {row.verified_throughput:.1f} infer/s")
     return f"{row.study} · {row.model} · {row.finished}{planned} trials · {top}"
 
 

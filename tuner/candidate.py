@@ -33,7 +33,17 @@ def _as_dict(self) -> dict[str, Any]:
 def _context(self, sample_concurrency: bool = True) -> Context:
     """The knob context this candidate was chosen in (what decides which knobs exist)."""
     return Context(batched=self.max_batch_size > 0, kind=self.kind, family=self.family,
-                   sample_concurrency=sample_concurrency)
+                   sample_concurrency=sample_concurrency, load=self.load)
+
+
+def _load(self) -> str:
+    """The load model this candidate is measured under: a request rate once one is set."""
+    return "request_rate" if self.request_rate else "concurrency"
+
+
+def _load_level(self) -> int:
+    """Its concurrency, or its request rate (inferences/s) under the request-rate load model."""
+    return self.request_rate or self.concurrency
 
 
 def _preferred_batch_sizes(self) -> list[int]:
@@ -66,6 +76,8 @@ Candidate = make_dataclass(
         "context": _context,
         "preferred_batch_sizes": property(_preferred_batch_sizes),
         "runtime": property(_runtime),
+        "load": property(_load),
+        "load_level": property(_load_level),
         "from_dict": classmethod(_from_dict),
         "__module__": __name__,
         "__doc__": "One Triton deployment of one model plus the client load it is measured under.",
@@ -77,8 +89,10 @@ def describe(c: dict | Candidate) -> str:
     """One line: runtime, then every knob that exists for this candidate, e.g.
     "onnxruntime/fp32 x2 mbs=32 db=on delay=0us nopref thr=1 opt=all warm=n conc=16"."""
     values = c if isinstance(c, dict) else c.as_dict()
+    rate = values.get("request_rate")
     ctx = Context(batched=bool(values.get("max_batch_size")), kind=values.get("kind") or "KIND_CPU",
-                  family=values.get("family") or "onnxruntime", sample_concurrency=True)
+                  family=values.get("family") or "onnxruntime", sample_concurrency=True,
+                  load="request_rate" if rate and rate == rate else "concurrency")
     parts = [f"{values.get('backend')}/{values.get('precision')}"]
     for knob in KNOBS:
         value = values.get(knob.name, knob.off)

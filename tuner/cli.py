@@ -5,14 +5,17 @@ Errors the user can fix print one line and exit with code 2; no traceback.
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from tuner import __version__, experiment
 from tuner.errors import TunerError
+from tuner.storage import mask
 from tuner.report import RichReporter, console, results_table, summary
 
 app = typer.Typer(
@@ -25,7 +28,7 @@ app = typer.Typer(
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -55,12 +58,15 @@ def search(
     max_gpu_mem_gb: Optional[float] = typer.Option(None, help="Constraint: GPU memory in use while measured, in GiB."),
     launch: Optional[str] = typer.Option(None, help="Where candidates run: local, docker or remote (docs/launch-modes.md)."),
     seed: Optional[int] = typer.Option(None, help="Sampler and sample-input seed."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete the study of this name first and start it again "
+                                                      "(tuner resumes a study only on its own model and space)."),
 ) -> None:
     """Search Triton configurations of MODEL on a real tritonserver, measured with perf_analyzer.
 
     Example: tuner search --model wenet --max-p99-ms 500 --trials 30
     """
     from tuner import results, search as search_mod
+    from tuner.verification import stored as stored_verification
 
     if experiment_file is None and model is not None:
         default = Path("experiments") / f"{model}.yaml"
@@ -72,12 +78,12 @@ def search(
         exp = experiment.load(experiment_file, overrides, launch)
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         reporter = RichReporter(exp.max_p99_ms)
-        study_obj = search_mod.run(exp, reporter)
+        study_obj = search_mod.run(exp, reporter, fresh=fresh)
         reporter.close()
         frame = results.trials_frame(study_obj)
         console.print(results_table(frame, exp.max_p99_ms))
-        console.print(summary(frame, exp.max_p99_ms), highlight=False)
-        console.print(f"study [bold]{study_obj.study_name}[/] in {exp.storage_url}; "
+        console.print(summary(frame, exp.max_p99_ms, stored_verification(study_obj)), highlight=False)
+        console.print(f"study [bold]{study_obj.study_name}[/] in {mask(exp.storage_url)}; "
                       f"export with: tuner export --study {study_obj.study_name} --out exported/", highlight=False)
     except TunerError as exc:
         if reporter:
@@ -96,14 +102,16 @@ def export(
     study: str = typer.Option(..., help="Study to export from."),
     out: Path = typer.Option(..., help="Folder to write the model repository into."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///results/tuner.db)."),
-    max_p99_ms: Optional[float] = typer.Option(None, help="Pick the best trial with p99 under this many ms."),
+    max_p99_ms: Optional[float] = typer.Option(None, help="SLA in ms (default: the study's): the verified winner "
+                                                          "under it, else the best single draw within it."),
     trial: Optional[int] = typer.Option(None, help="Export this trial instead of the best."),
-    form: str = typer.Option("native", help="native: the stock Triton image's backend config; "
-                                            "adapter: the python-backend form the bundled tritonserver runs."),
+    form: str = typer.Option("measured", help="measured: the form the trial was measured in (the python-backend "
+                                              "adapter on the bundled tritonserver); native: the stock Triton "
+                                              "image's backend config; adapter: the python-backend form."),
 ) -> None:
-    """Write the best configuration as a Triton model repository: OUT/<model>/config.pbtxt and
-    OUT/<model>/1/model.onnx, with REPORT.md holding its measured figures and the perf_analyzer
-    command that reproduces them.
+    """Write the best configuration as a Triton model repository: OUT/<model>/config.pbtxt and its
+    model files, with REPORT.md and REPORT.html (verified figures, the perf_analyzer command that
+    reproduces them) and tuner-claim.json, which `tuner verify OUT` checks.
     """
     from tuner.export import export as export_study
     from tuner.study import open_study
@@ -116,9 +124,53 @@ def export(
         exported = export_study(study_obj, out, max_p99_ms, trial, form)
     except TunerError as exc:
         _fail(str(exc))
-    t = exported.trial
-    console.print(f"exported trial {int(t.number)} ({t.throughput:.1f} infer/s, p99 {t.p99_ms:.1f} ms) "
-                  f"to {exported.model_dir}; figures in {exported.directory / 'REPORT.md'}", highlight=False)
+    claim = exported.claim
+    figures = claim["figures"]
+    t, p = figures["throughput"], figures["p99_ms"]
+    if figures["verified"]:
+        what = (f"verified {'winner' if figures['winner'] else 'finalist'}: {t['median']:.1f} infer/s "
+                f"[{t['low']:.1f}, {t['high']:.1f}], p99 {p['median']:.1f} ms [{p['low']:.1f}, {p['high']:.1f}], "
+                f"{figures['rounds']} rounds")
+    else:
+        what = f"not verified: single draw: {t['median']:.1f} infer/s, p99 {p['median']:.1f} ms"
+    measured = "the form it was measured in" if claim["form_measured"] else "[yellow]not measured on this server[/]"
+    console.print(f"exported trial {claim['trial']} ({what}) to {escape(str(exported.model_dir))}, "
+                  f"form {exported.form} ({measured})", highlight=False)
+    for note in exported.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print(f"figures in {escape(str(exported.directory / 'REPORT.md'))} and REPORT.html; the claim in "
+                  f"tuner-claim.json; check it with: tuner verify {escape(str(exported.directory))}", highlight=False)
+
+
+@app.command()
+def verify(
+    directory: Path = typer.Argument(..., help="A folder `tuner export` wrote (it holds tuner-claim.json)."),
+    rounds: int = typer.Option(5, min=1, help="Rounds: each reloads the model and runs perf_analyzer once."),
+    tolerance: float = typer.Option(0.07, min=0.0, help="Largest accepted gap between the verified and the "
+                                                        "claimed median throughput, as a share (0.07 = 7 %)."),
+    url: Optional[str] = typer.Option(None, help="HTTP host:port of a running tritonserver (explicit model-control "
+                                                 "mode) to verify on; default: a fresh local one."),
+    grpc_url: Optional[str] = typer.Option(None, help="gRPC host:port of that server (perf_analyzer uses it)."),
+) -> None:
+    """Measure an export again and compare with its claim (tuner-claim.json): exit 0 when the
+    verified median throughput is within --tolerance of the claimed one and the SLA is met, else 1.
+
+    Example: tuner verify exported/ --rounds 5
+    """
+    from tuner.reproduce import reproduce
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        outcome = reproduce(directory, rounds, tolerance, url, grpc_url,
+                            note=lambda message: console.print(message, highlight=False))
+    except TunerError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: the server is stopped; nothing was verified.")
+        raise typer.Exit(130)
+    for line in outcome.lines:
+        console.print(line, highlight=False)
+    raise typer.Exit(0 if outcome.holds else 1)
 
 
 @app.command()
@@ -129,6 +181,7 @@ def report(
 ) -> None:
     """Print a study's results: best trials, best per backend and precision, tuned against default."""
     from tuner import results
+    from tuner.verification import stored as stored_verification
     from tuner.report import runtime_table
     from tuner.study import open_study
 
@@ -140,7 +193,7 @@ def report(
     frame = results.trials_frame(study_obj)
     console.print(results_table(frame, sla))
     console.print(runtime_table(frame, sla))
-    console.print(summary(frame, sla), highlight=False)
+    console.print(summary(frame, sla, stored_verification(study_obj)), highlight=False)
 
 
 @app.command()
@@ -156,12 +209,18 @@ def dashboard(
     url = storage or experiment.build({"model": "-"}).storage_url
     from tuner.resources import DASHBOARD_APP
 
-    console.print(f"dashboard on http://{address}:{port} reading {url} (Ctrl-C stops it)", highlight=False)
+    console.print(f"dashboard on http://{address}:{port} reading {mask(url)} (Ctrl-C stops it)", highlight=False)
+    # The URL goes in TUNER_STORAGE, not on the command line that any user of the machine can read.
     cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.address", address,
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--", "--storage", url]
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    # Streamlit ends with tuner: on Ctrl-C and SIGTERM subprocess.call kills it (KeyboardInterrupt),
+    # and when tuner is killed Linux sends it SIGTERM (parent-death signal).
+    from tuner.processes import die_with_parent
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        raise typer.Exit(subprocess.call(cmd))
+        raise typer.Exit(subprocess.call(cmd, env={**os.environ, "TUNER_STORAGE": url},
+                                         preexec_fn=die_with_parent(signal.SIGTERM)))
     except KeyboardInterrupt:
         raise typer.Exit(130)
 
@@ -171,7 +230,13 @@ def doctor() -> None:
     """Show what this machine can do: tritonserver, perf_analyzer, Docker, GPUs, runtimes."""
     from tuner.doctor import run_checks
 
-    checks = run_checks()
+    # SIGTERM stops the server the tritonserver check starts, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        checks = run_checks()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130)
     for c in checks:
         mark = "[green]ok     [/]" if c.ok else "[red]missing[/]"
         console.print(f"{mark} [bold]{c.name}[/]: {c.detail}", highlight=False, soft_wrap=True)

@@ -6,20 +6,26 @@ validates it; a bad field gives one line that names the field and what is allowe
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_model, field_serializer, field_validator,
+                      model_validator)
 
 from tuner import backends
 from tuner.accuracy import AccuracySpec, CtcCheck
 from tuner.candidate import PRECISIONS, split_runtime
 from tuner.errors import TunerError
 from tuner.knobs import KNOBS, Knob
+from tuner.storage import mask
 
 _KNOWN_STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+# A study name is also the name of its folder under results_dir: no separators, no dot-files.
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 
 class _Strict(BaseModel):
@@ -77,6 +83,10 @@ class MeasureSpec(_Strict):
     timeout_s: float = Field(180.0, gt=0, description="kill perf_analyzer after this long")
     samples: int = Field(8, ge=1, description="distinct sample inputs fed to perf_analyzer")
     data_seed: int | None = Field(None, description="seed of the sample inputs; default: the study's seed")
+    load: Literal["concurrency", "request_rate"] = Field(
+        "concurrency", description="concurrency: a fixed number of requests in flight (closed loop, space.concurrency); "
+                                   "request_rate: Poisson arrivals at a rate (open loop, space.request_rate); an SLA "
+                                   "pick is then the highest sustained rate whose p99 meets the SLA")
     concurrency_search: Literal["ramp", "sample"] = Field(
         "ramp", description="ramp: measure each configuration at rising concurrencies (space.concurrency) on one "
                             "load until throughput stops rising or p99 passes the SLA; sample: the sampler picks one")
@@ -87,6 +97,27 @@ class MeasureSpec(_Strict):
     def ramps(self) -> bool:
         """Each trial finds its concurrency (no concurrency among the sampled params)."""
         return self.concurrency_search == "ramp"
+
+
+class VerifySpec(_Strict):
+    """The verification stage at the end of a search: the finalists measured again in interleaved,
+    shuffled rounds (each one reloaded every round) until the winner is known to +-target."""
+
+    enabled: bool = True
+    leaders: int = Field(3, ge=1, description="finalists: the best this many within the SLA (plus the best just "
+                                              "over it and Triton's default)")
+    min_rounds: int = Field(3, ge=2)
+    max_rounds: int = Field(7, ge=2)
+    target_half_width: float = Field(0.05, gt=0, description="stop once the winner's interval is within +-this share")
+    share: float = Field(0.3, gt=0, lt=1, description="share of timeout_s the stage may take (the search gets the rest)")
+    max_s: float = Field(900.0, gt=0, description="the stage's time when the search has no timeout_s")
+
+    def budget_s(self, timeout_s: float | None) -> float:
+        return timeout_s * self.share if timeout_s else self.max_s
+
+    def search_timeout_s(self, timeout_s: float | None) -> float | None:
+        """What the sampling part of a search may take: the rest of the budget."""
+        return timeout_s * (1 - self.share) if timeout_s and self.enabled else timeout_s
 
 
 class AccuracySettings(_Strict):
@@ -148,6 +179,7 @@ class Experiment(_Strict):
     baseline_runtime: str = Field("onnxruntime:fp32", description="backend:precision of the default config (e.g. pytorch:fp32 on GPU)")
     space: Space = Space()
     measure: MeasureSpec = MeasureSpec()
+    verify: VerifySpec = VerifySpec()
     accuracy: AccuracySettings = AccuracySettings()
     server: ServerSpec = ServerSpec()
 
@@ -161,9 +193,24 @@ class Experiment(_Strict):
     @field_validator("study")
     @classmethod
     def _study_name(cls, name: str | None) -> str | None:
-        if name is not None and not name.strip():
-            raise ValueError("must not be empty")
+        if name is not None and not _STUDY_NAME.fullmatch(name):
+            raise ValueError(f"{name[:40]!r} is not allowed: use 1 to 100 letters, digits, '.', '_' or '-', not "
+                             "starting with '.' (it names the study's folder under results_dir)")
         return name
+
+    @model_validator(mode="after")
+    def _study_folder_inside_results(self) -> "Experiment":
+        if self.study is not None:
+            folder = Path(os.path.normpath(self.results_dir / self.study))
+            if folder.parent != Path(os.path.normpath(self.results_dir)):
+                raise ValueError(f"study {self.study!r} would put its files outside results_dir {self.results_dir}")
+        return self
+
+    @field_serializer("storage", when_used="json")
+    def _masked_storage(self, url: str | None) -> str | None:
+        # The experiment is stored in the study (and shown by the dashboard): never with a password.
+        # Nothing opens a storage from the stored copy.
+        return None if url is None else mask(url)
 
     @field_validator("baseline_runtime")
     @classmethod

@@ -1,22 +1,55 @@
-"""Write the chosen trial as a ready Triton model repository plus a report of its figures."""
+"""Write the chosen trial as a ready Triton model repository, with what was measured of it:
+REPORT.md, REPORT.html and tuner-claim.json (the claim `tuner verify` checks).
+
+By default the export is the verified winner (tuner.verification) in the form it was measured in;
+anything else (another form, a study without verification) is exported too, and says so.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
-from tuner import model_source, results
-from tuner.candidate import Candidate
+from tuner import __version__, backends, model_source, results, verification, zoo
+from tuner.candidate import Candidate, describe
 from tuner.errors import TunerError
 from tuner.experiment import Experiment
 from tuner.render import render
+from tuner.report_html import report_html
 from tuner.trial.artifact import prepare
 from tuner.workspace import Workspace, load_samples, write_warmup_files
+
+FORMS = ("measured", "native", "adapter")
+CLAIM = "tuner-claim.json"
+INPUT_DATA = "perf_inputs.json"
+# Placeholders of the claim's perf_analyzer arguments, filled in by whoever runs them.
+URL, CSV, INPUT = "{url}", "{csv}", "{input_data}"
+# The retry of a run whose windows never agree (tuner.trial.loadtest.perf_runner: no stability
+# requirement, three windows; four times longer windows when none completed a request).
+LOOSE = {"--stability-percentage": "1000.0", "--max-trials": "3"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The trial to export, under which SLA, with its verified figures when it has them."""
+
+    trial: pd.Series
+    sla: float | None
+    verified: dict | None  # the study's verification, when it was made under this SLA
+    figures: dict | None  # the chosen trial's verified figures (one of the verification's finalists)
+    unverified_because: str | None  # why the figures are a single draw
+
+    @property
+    def number(self) -> int:
+        return int(self.trial.number)
 
 
 @dataclass(frozen=True)
@@ -24,79 +57,341 @@ class Exported:
     directory: Path
     model_dir: Path
     trial: pd.Series
+    form: str = "adapter"
+    measured_form: str | None = None
+    claim: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what the user must know: not verified, form not measured
 
 
-def choose(study: optuna.Study, max_p99_ms: float | None, trial_number: int | None) -> pd.Series:
+def choose(study: optuna.Study, max_p99_ms: float | None, trial_number: int | None) -> Choice:
+    """The verified winner under the SLA (`max_p99_ms`, default: the study's); `trial_number`
+    picks any completed trial; without a verification for this SLA, the best single draw."""
     frame = results.trials_frame(study)
+    done = results.completed(frame)
+    sla = max_p99_ms if max_p99_ms is not None else study.user_attrs.get("max_p99_ms")
+    found = verification.stored(study)
+    verified = found if found is not None and found.get("max_p99_ms") == sla else None
     if trial_number is not None:
-        rows = results.completed(frame)[lambda f: f.number == trial_number]
+        rows = done[done.number == trial_number]
         if rows.empty:
             raise TunerError(f"trial {trial_number} of study {study.study_name!r} did not complete; pick a completed one")
-        return rows.iloc[0]
-    chosen = results.best(frame, max_p99_ms)
-    if chosen is None:
-        done = results.completed(frame)
-        if done.empty:
-            raise TunerError(f"study {study.study_name!r} has no completed trial yet; run `tuner search` first")
-        raise TunerError(f"no completed trial has p99 <= {max_p99_ms} ms (the lowest measured is "
-                         f"{done.p99_ms.min():.1f} ms); raise --max-p99-ms or search longer")
-    return chosen
+        chosen = rows.iloc[0]
+    elif verified is not None and verified["winner"] is not None and (done.number == verified["winner"]).any():
+        chosen = done[done.number == verified["winner"]].iloc[0]
+    else:
+        chosen = results.best(frame, sla)
+        if chosen is None:
+            if done.empty:
+                raise TunerError(f"study {study.study_name!r} has no completed trial yet; run `tuner search` first")
+            raise TunerError(f"no completed trial has p99 <= {sla} ms (the lowest measured is "
+                             f"{done.p99_ms.min():.1f} ms); raise --max-p99-ms or search longer")
+    number = int(chosen.number)
+    figures = verified["finalists"].get(number) if verified is not None else None
+    why = None
+    if figures is None:
+        if found is None:
+            why = "the study has no verification (a search of this version of tuner ends with one)"
+        elif verified is None:
+            why = (f"the verification was made for p99 <= {found.get('max_p99_ms')} ms, not "
+                   f"{'no SLA' if sla is None else f'p99 <= {sla} ms'}")
+        elif verified["winner"] is None and trial_number is None:
+            why = "no finalist met the SLA on its verified p99"
+        else:
+            why = f"trial {number} was not among the verified finalists"
+    return Choice(chosen, sla, verified, figures, why)
 
 
-def perf_analyzer_command(model: str, concurrency: int, exp: Experiment, url: str = "127.0.0.1:8001") -> str:
+def measured_form(config_pbtxt: str | None) -> str | None:
+    """The serving form a trial was measured in, read from its stored config: a python-backend
+    config is the adapter, anything else the runtime's own backend (native)."""
+    if not config_pbtxt:
+        return None
+    return "adapter" if re.search(r'^\s*backend:\s*"python"', config_pbtxt, re.MULTILINE) else "native"
+
+
+def _with_placeholders(command: str) -> list[str]:
+    """A stored perf_analyzer command line as arguments, with the binary's path, the server URL,
+    the CSV path and the input data path replaced by placeholders."""
+    args = shlex.split(command)
+    args[0] = "perf_analyzer"
+    for flag, placeholder in (("-u", URL), ("-f", CSV), ("--input-data", INPUT)):
+        if flag in args[:-1]:
+            args[args.index(flag) + 1] = placeholder
+    return args
+
+
+def _setting(args: list[str], flag: str, value: str) -> list[str]:
+    args = list(args)
+    if flag in args[:-1]:
+        args[args.index(flag) + 1] = value
+    return args
+
+
+def _loose(args: list[str]) -> bool:
+    try:
+        return float(args[args.index("--stability-percentage") + 1]) >= float(LOOSE["--stability-percentage"])
+    except (ValueError, IndexError):
+        return False
+
+
+def perf_analyzer_args(commands: list[str], exp: Experiment) -> dict:
+    """What perf_analyzer ran for the claimed figures (the stored commands of its runs): the
+    arguments of a run, and those of the retry a run gets when its windows never agree."""
     m = exp.measure
-    return (f"perf_analyzer -m {model} -i grpc -u {url} --concurrency-range {concurrency} "
-            f"--measurement-mode time_windows --measurement-interval {m.interval_ms} "
-            f"--stability-percentage {m.stability_percent} --max-trials {m.max_windows} --percentile 99 "
-            f"--input-data perf_inputs.json")
+    runs = [_with_placeholders(c) for c in commands]
+    stable = [a for a in runs if not _loose(a)]
+    loose = [a for a in runs if _loose(a)]
+    args = stable[0] if stable else loose[0]
+    if not stable:  # every run needed the retry: the first attempt's arguments are the study's settings
+        for flag, value in (("--stability-percentage", m.stability_percent), ("--max-trials", m.max_windows),
+                            ("--measurement-interval", m.interval_ms)):
+            args = _setting(args, flag, str(value))
+    retry = loose[0] if loose else args
+    if not loose:
+        for flag, value in LOOSE.items():
+            retry = _setting(retry, flag, value)
+    return {"args": args, "retry_args": retry, "runs": len(runs), "runs_retried": len(loose),
+            "placeholders": {URL: "the server's gRPC host:port", CSV: "a CSV file perf_analyzer writes",
+                             INPUT: f"{INPUT_DATA} of the export"}}
 
 
-def _report(trial: pd.Series, model: str, form: str, command: str, max_p99_ms: float | None) -> str:
+def shell_command(args: list[str]) -> str:
+    """The claim's arguments as one command line to copy (placeholders in angle brackets)."""
+    shown = {URL: "<url>", CSV: "perf.csv", INPUT: INPUT_DATA}
+    return " ".join(shown.get(a, shlex.quote(a)) for a in args)
+
+
+def _claimed_figures(choice: Choice, attrs: dict) -> dict:
+    if choice.figures is not None:
+        v = choice.verified
+        return {"verified": True, "rounds": v["rounds"], "stopped": v["stopped"],
+                "throughput": choice.figures["throughput"], "p99_ms": choice.figures["p99_ms"],
+                "meets_sla": choice.figures["meets_sla"], "winner": v["winner"] == choice.number,
+                "p_best": v["p_best"] if v["winner"] == choice.number else None,
+                "default_trial": v["default"], "vs_default": v["vs_default"] if v["winner"] == choice.number else None}
+    m = attrs["measurement"]
+    confirm = attrs.get("confirm")
+    return {"verified": False, "note": f"not verified: single draw ({choice.unverified_because})",
+            "runs": 2 if confirm else 1,  # a confirmed best stores the mean of its two runs
+            "throughput": {"median": m["throughput"], "low": None, "high": None, "half_width": None},
+            "p99_ms": {"median": m["p99_ms"], "low": None, "high": None, "half_width": None}}
+
+
+def _load(candidate: dict) -> dict:
+    """The load the figures were measured under: a concurrency, or a request rate (open loop)."""
+    rate = candidate.get("request_rate")
+    if rate:
+        return {"load": "request_rate", "concurrency": None, "request_rate": rate}
+    return {"load": "concurrency", "concurrency": int(candidate["concurrency"]), "request_rate": None}
+
+
+def load_text(claim: dict) -> str:
+    if claim["load"] == "request_rate":
+        return f"request rate {claim['request_rate']} inferences/s (Poisson arrivals)"
+    return f"concurrency {claim['concurrency']} (requests in flight)"
+
+
+def _claim(choice: Choice, study: optuna.Study, exp: Experiment, model: str, form: str, measured: str | None,
+           attrs: dict) -> dict:
+    if choice.figures is not None:
+        commands = [r[choice.number]["command"] for r in choice.verified["rounds_measured"] if choice.number in r]
+    else:
+        commands = [attrs["perf_analyzer_cmd"]]
+    m = exp.measure
+    return {
+        "claim_of": "tuner export", "tuner_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "study": study.study_name, "model": model, "model_dir": model, "trial": choice.number,
+        "baseline": bool(choice.trial.baseline),
+        "form": form, "measured_form": measured, "form_measured": form == measured,
+        **_load(attrs["candidate"]), "max_p99_ms": choice.sla,
+        "measure": {"interval_ms": m.interval_ms, "stability_percent": m.stability_percent,
+                    "max_windows": m.max_windows, "timeout_s": m.timeout_s},
+        "perf_analyzer": perf_analyzer_args(commands, exp) | {"input_data": INPUT_DATA},
+        "figures": _claimed_figures(choice, attrs),
+    }
+
+
+def _iv(figure: dict, spec: str = ".1f") -> str:
+    return (f"{figure['median']:{spec}} | [{figure['low']:{spec}}, {figure['high']:{spec}}] | "
+            f"+-{figure['half_width'] * 100:.1f} %")
+
+
+def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
+    trial, model, form = choice.trial, claim["model"], claim["form"]
+    figures = claim["figures"]
     knobs = "\n".join(f"| {k} | {trial[k]} |" for k in results.KNOBS)
-    figures = "\n".join(f"| {k} | {trial[k]:.2f} |" for k in results.FIGURES)
-    sla = f"p99 <= {max_p99_ms} ms" if max_p99_ms else "none (highest throughput)"
-    return f"""# {model}: exported configuration (trial {int(trial.number)})
+    single = "\n".join(f"| {k} | {trial[k]:.2f} |" for k in results.FIGURES)
+    sla = f"p99 <= {choice.sla} ms" if choice.sla else "none (highest throughput)"
+    pa = claim["perf_analyzer"]
+    lines = [f"# {model}: exported configuration (trial {choice.number})", ""]
+    if figures["verified"]:
+        how = "the verified winner" if figures["winner"] else "a verified finalist (picked with --trial)"
+        lines.append(f"Chosen: {how} under the SLA {sla}.")
+    else:
+        lines.append(f"Chosen under the SLA {sla}: **{figures['note']}**.")
+    if claim["form_measured"]:
+        lines.append(f"Config form: {form}, the form its figures were measured in.")
+    else:
+        lines.append(f"Config form: {form}: **not measured on this server**; the figures below are of the "
+                     f"{claim['measured_form']} form.")
+    lines += [f"Load: {load_text(claim)}.", *(f"\n> {n}" for n in notes if n != figures.get("note")), "",
+              "| knob | value |", "|---|---|", knobs, ""]
+    if figures["verified"]:
+        lines += [f"## Verified figures ({figures['rounds']} interleaved rounds, {figures['stopped']})", "",
+                  "Each round reloaded the model and measured it with perf_analyzer (the command below); the figure "
+                  "is the median of the rounds, with a 95 % bootstrap interval.", "",
+                  "| figure | median | 95 % interval | half width |", "|---|---|---|---|",
+                  f"| throughput (infer/s) | {_iv(figures['throughput'])} |",
+                  f"| p99 latency (ms) | {_iv(figures['p99_ms'], '.2f')} |", ""]
+        if figures["winner"]:
+            lines.append(f"P(best) among the finalists, over resampled rounds: {figures['p_best']:.2f}.")
+            ratio = figures["vs_default"]
+            if ratio is not None:
+                verdict = ("significant" if ratio["significant"] else
+                           "**no significant gain on this machine** (the interval holds 1.00x)")
+                lines.append(f"Tuned / Triton's default (trial {figures['default_trial']}), paired rounds: "
+                             f"{ratio['median']:.2f}x [{ratio['low']:.2f}, {ratio['high']:.2f}]: {verdict}.")
+            elif figures["default_trial"] == choice.number:
+                lines.append("Triton's default configuration is the verified winner: no configuration beat it on "
+                             "this machine.")
+        lines.append("")
+    else:
+        runs = "the mean of two runs" if figures["runs"] == 2 else "one run"
+        lines += [f"## Figures: {figures['note']}", "",
+                  f"The search's own measurement of this trial ({runs}); on a small machine one run can read "
+                  f"10 to 20 % high. `tuner verify` measures it again.", ""]
+    lines += ["Single draw of the search (latencies in ms, throughput in inferences/s):", "",
+              "| figure | value |", "|---|---|", single, "",
+              f"Cold start: load {trial.load_s} s, first request {trial.first_request_ms} ms.", "",
+              "## Reproduce", "",
+              f"Serve this folder (`tritonserver --model-repository=<this folder> --model-control-mode=explicit "
+              f"--load-model={model}`), then, with `<url>` its gRPC host:port:", "",
+              f"    {shell_command(pa['args'])}", "",
+              f"A run whose windows never agree within {claim['measure']['stability_percent']} % is repeated without "
+              f"a stability requirement ({pa['runs_retried']} of the {pa['runs']} runs behind these figures were):", "",
+              f"    {shell_command(pa['retry_args'])}", ""]
+    if figures["verified"]:
+        lines += [f"Each claimed figure is the median of {figures['rounds']} such runs, the model reloaded "
+                  "before each.", ""]
+    lines += ["## Verify", "",
+              "`tuner-claim.json` holds this claim; `tuner verify` starts a fresh tritonserver on a copy of "
+              f"`{model}/`, measures it again in rounds and compares:", "",
+              "    tuner verify <this folder>                 # 5 rounds, tolerance 7 %",
+              "    tuner verify <this folder> --url HOST:8000 --grpc-url HOST:8001   # a running server", "",
+              "The charts (Pareto front, verified finalists, latency percentiles, config diff) are in REPORT.html."]
+    return "\n".join(lines) + "\n"
 
-Chosen under SLA: {sla}. Config form: {form}.
 
-| knob | value |
-|---|---|
-{knobs}
+MARKER = ".tuner-export"  # in every folder tuner export writes: what it wrote, of which study and trial
+TOP_FILES = ("REPORT.md", "perf_inputs.json", "trial.json", CLAIM, "REPORT.html")
 
-Measured by perf_analyzer (latencies in ms, throughput in inferences/s):
 
-| figure | value |
-|---|---|
-{figures}
+def _written_by_tuner(folder: Path) -> list[str] | None:
+    """The files tuner export wrote into `folder` (from its marker); None when tuner did not write it."""
+    try:
+        files = json.loads((folder / MARKER).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return files if isinstance(files, list) else None
 
-Cold start: load {trial.load_s} s, first request {trial.first_request_ms} ms.
 
-Reproduce (serve this folder with `tritonserver --model-repository=<this folder>`, then):
+def _files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()} - {MARKER}
 
-    {command}
-"""
+
+def _source_paths(study: optuna.Study, source: model_source.ModelSource) -> list[Path]:
+    """What the study was searched on, as it lies on disk: the --model path and the ONNX file served."""
+    model = str(study.user_attrs.get("model", ""))
+    given = [Path(model)] if model and zoo.get(model) is None else []  # a zoo name is no path
+    return [p.resolve() for p in (*given, source.onnx_path) if p.exists()]
+
+
+def check_out(out_dir: Path, model_name: str, sources: list[Path]) -> None:
+    """Refuse, before anything is written, an export that would touch what tuner did not write:
+    the study's source model, a model folder or a top-level file of someone else."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TunerError(f"--out {out_dir} is a file; give a folder (new, or one tuner export wrote)")
+    model_dir = out_dir / model_name
+    target = model_dir.resolve()
+    for src in sources:
+        if target == src or src.is_relative_to(target) or target.is_relative_to(src):
+            how = ("is the study's source model" if target == src else
+                   f"holds the study's source model {src}" if src.is_relative_to(target) else
+                   f"is inside the study's source model {src}")
+            raise TunerError(f"{model_dir} {how}; export never writes over the model it searched: choose another --out")
+    if model_dir.is_symlink() or (model_dir.exists() and not model_dir.is_dir()):
+        raise TunerError(f"{model_dir} already exists and tuner export did not write it; it is left as it is: "
+                         f"choose another --out")
+    if model_dir.exists():
+        own = _written_by_tuner(model_dir)
+        if own is None:
+            raise TunerError(f"{model_dir} already exists and tuner export did not write it (no {MARKER} in it); "
+                             f"it is left as it is: choose another --out")
+        foreign = sorted(_files_under(model_dir) - set(own))
+        if foreign:
+            raise TunerError(f"{model_dir} holds files tuner export did not write ({', '.join(foreign[:3])}"
+                             f"{', ...' if len(foreign) > 3 else ''}); it is left as it is: choose another --out")
+    own_top = (_written_by_tuner(out_dir) or []) if out_dir.is_dir() else []
+    for name in (*TOP_FILES, MARKER):
+        path = out_dir / name
+        # A link is never written through, whoever made it; the marker itself is rewritten.
+        if path.is_symlink() or (path.exists() and name not in (*own_top, MARKER)):
+            raise TunerError(f"{path} already exists and tuner export did not write it; it is left as it is: "
+                             f"choose another --out")
+
+
+def _write_marker(folder: Path, files: list[str], **about) -> None:
+    (folder / MARKER).write_text(json.dumps({"written_by": "tuner export", **about, "files": sorted(files)}, indent=2))
 
 
 def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, trial_number: int | None = None,
-           form: str = "native") -> Exported:
-    """Write out_dir/<model>/config.pbtxt and out_dir/<model>/1/<model files>, REPORT.md and the load inputs.
+           form: str = "measured") -> Exported:
+    """Write out_dir/<model>/config.pbtxt and out_dir/<model>/1/<model files>, the load inputs,
+    REPORT.md, REPORT.html and tuner-claim.json.
 
-    `native` is the config the stock tritonserver image runs (onnxruntime backend); `adapter` is the
-    python-backend form that the bundled tritonserver runs, as measured.
+    `measured` (the default) is the form the trial was measured in, read from its stored config;
+    `native` is the config the stock tritonserver image runs (the runtime's own backend); `adapter`
+    is the python-backend form that the bundled tritonserver runs.
+
+    It writes only where nothing is, or over what an earlier export wrote (a `.tuner-export`
+    marker lists it): never over the study's source model nor over anybody else's files.
     """
-    if form not in ("native", "adapter"):
-        raise TunerError(f"--form must be native or adapter, not {form!r}")
+    if form not in FORMS:
+        raise TunerError(f"--form must be {', '.join(FORMS[:-1])} or {FORMS[-1]}, not {form!r}")
     exp = Experiment.model_validate(study.user_attrs["experiment"])
-    trial = choose(study, max_p99_ms, trial_number)
+    choice = choose(study, max_p99_ms, trial_number)
+    trial = choice.trial
     source = model_source.resolve(study.user_attrs["model"], exp.results_dir / "cache")
-    candidate = Candidate.from_dict(study.trials[int(trial.number)].user_attrs["candidate"])
+    check_out(out_dir, source.name, _source_paths(study, source))
+    attrs = study.trials[choice.number].user_attrs
+    candidate = Candidate.from_dict(attrs["candidate"])
+    measured = measured_form(attrs.get("config_pbtxt"))
+    if form == "measured":
+        if measured is None:
+            raise TunerError(f"trial {choice.number} has no stored config, so its measured form is unknown; "
+                             f"pass --form native or --form adapter")
+        form = measured
     samples = load_samples(source, exp)
     sample = samples[0]
-    config = render(form, source.name, source.signature, candidate, sample, source.ragged_outputs)
+    # The measured form is exported as it was measured: the very config the trial stored.
+    config = attrs["config_pbtxt"] if form == measured else render(form, source.name, source.signature, candidate,
+                                                                   sample, source.ragged_outputs)
     files = prepare(source, exp, candidate, samples, form).files
+    claim = _claim(choice, study, exp, source.name, form, measured, attrs)
+    notes = []
+    if not claim["figures"]["verified"]:
+        notes.append(claim["figures"]["note"])
+    if form != measured:
+        own = backends.get(candidate.backend).triton_backend
+        notes.append(f"form {form}: not measured on this server; the figures are of the {measured} form. "
+                     + (f"The native form is measured where the server has Triton's {own} backend "
+                        f"(docker mode with a stock Triton image)." if form == "native" else
+                        "The adapter form is measured on a server with the python backend (the bundled one)."))
+    about = {"study": study.study_name, "trial": choice.number, "form": form}
 
     model_dir = out_dir / source.name
-    if model_dir.exists():
+    if model_dir.exists():  # checked above: an earlier export's, holding only its own files
         shutil.rmtree(model_dir)
     model_dir.mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text(config)
@@ -105,10 +400,18 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
         shutil.copy2(file, model_dir / relative)
     if candidate.warmup:
         write_warmup_files(model_dir / "warmup", sample)
-    ws = Workspace(exp.results_dir / study.study_name)
+    _write_marker(model_dir, sorted(_files_under(model_dir)), model=source.name, **about)
+    top = ["REPORT.md", "trial.json", CLAIM, "REPORT.html"]
+    ws = Workspace.of(exp.results_dir, study.study_name)
     if ws.input_data.exists():
-        shutil.copy2(ws.input_data, out_dir / "perf_inputs.json")
-    command = perf_analyzer_command(source.name, candidate.concurrency, exp)
-    (out_dir / "REPORT.md").write_text(_report(trial, source.name, form, command, max_p99_ms))
-    (out_dir / "trial.json").write_text(json.dumps(study.trials[int(trial.number)].user_attrs, indent=2, default=str))
-    return Exported(out_dir, model_dir, trial)
+        shutil.copy2(ws.input_data, out_dir / INPUT_DATA)
+        top.append(INPUT_DATA)
+    (out_dir / CLAIM).write_text(json.dumps(claim, indent=2) + "\n")
+    (out_dir / "REPORT.md").write_text(_report(choice, claim, notes, attrs))
+    headline = (f"{source.name}: trial {choice.number} ({describe(trial.to_dict())}), form {form}"
+                + ("" if form == measured else " (not measured on this server)"))
+    (out_dir / "REPORT.html").write_text(report_html(study, choice.number, choice.sla, choice.verified, headline,
+                                                     notes))
+    (out_dir / "trial.json").write_text(json.dumps(attrs, indent=2, default=str))
+    _write_marker(out_dir, sorted(set(top) | set(_written_by_tuner(out_dir) or [])), **about)
+    return Exported(out_dir, model_dir, trial, form, measured, claim, tuple(notes))

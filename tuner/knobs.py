@@ -28,7 +28,8 @@ class Context:
     batched: bool = True  # the model has a batch dimension Triton owns
     kind: str = "KIND_CPU"  # instance kind of the chosen runtime
     family: str = "onnxruntime"  # runtime family of the chosen backend (templates/{family}.*)
-    sample_concurrency: bool = False  # the sampler picks the client load (else a ramp finds it)
+    sample_concurrency: bool = False  # the sampler picks the client load level (else a ramp finds it)
+    load: str = "concurrency"  # the load model: "concurrency" (closed loop) or "request_rate" (Poisson arrivals)
 
 
 def _always(chosen: Mapping, ctx: Context) -> bool:
@@ -92,8 +93,13 @@ KNOBS: tuple[Knob, ...] = (
     Knob("gpus", str, ("all",), 'KIND_GPU placement: "all" GPUs (count per GPU) or ids "0,1"', "config",
          off="all", triton_default="all", exists=lambda chosen, ctx: ctx.kind == "KIND_GPU",
          label=lambda v: f"gpus={v}"),
-    Knob("concurrency", int, (1, 2, 4, 8, 16, 32), "perf_analyzer concurrent requests", "load", off=0,
-         exists=lambda chosen, ctx: ctx.sample_concurrency, label=lambda v: f"conc={v or 'ramp'}", minimum=1),
+    Knob("concurrency", int, (1, 2, 4, 8, 16, 32), "perf_analyzer concurrent requests (closed loop)", "load", off=0,
+         exists=lambda chosen, ctx: ctx.sample_concurrency and ctx.load == "concurrency",
+         label=lambda v: f"conc={v or 'ramp'}", minimum=1),
+    Knob("request_rate", int, (10, 25, 50, 100, 200, 400, 800, 1600),
+         "perf_analyzer request rate, inferences/s with Poisson arrivals (open loop; measure.load: request_rate)",
+         "load", off=0, exists=lambda chosen, ctx: ctx.sample_concurrency and ctx.load == "request_rate",
+         label=lambda v: f"rate={v}/s", minimum=1),
 )
 BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

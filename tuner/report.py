@@ -53,7 +53,10 @@ class RichReporter:
             console.print(f"  -> {m['throughput']:.1f} infer/s, p99 {m['p99_ms']:.1f} ms{ok}  [dim]({timing})[/]")
         else:
             state = "REJECTED" if "rejected" in attrs else trial.state.name
-            console.print(f"  -> [red]{state}[/]: {attrs.get('error', 'no reason recorded')}")
+            kind = f" ({attrs['failure']})" if attrs.get("failure") not in (None, "candidate") else ""
+            console.print(f"  -> [red]{state}[/]{kind}: {attrs.get('error', 'no reason recorded')}")
+        if "retried" in attrs:
+            console.print(f"  [dim](tried twice: the first attempt failed on {attrs['retried']})[/]", highlight=False)
         self._note(trial)
         if self.task is not None:
             self.progress.update(self.task, advance=1, description=self._best_text())
@@ -96,8 +99,9 @@ def results_table(frame: pd.DataFrame, max_p99_ms: float | None, limit: int = 15
     return table
 
 
-def summary(frame: pd.DataFrame, max_p99_ms: float | None) -> str:
-    """Tuned against Triton's default config, under the SLA when there is one."""
+def summary(frame: pd.DataFrame, max_p99_ms: float | None, verified: dict | None = None) -> str:
+    """Tuned against Triton's default config, under the SLA when there is one: verified figures
+    (tuner.verification) when the study has them for this SLA, then the search's single draws."""
     tuned = results.best(frame, max_p99_ms)
     default = results.best(frame, max_p99_ms, baseline=True)
     failed = int((frame.state == "FAIL").sum())
@@ -107,6 +111,9 @@ def summary(frame: pd.DataFrame, max_p99_ms: float | None) -> str:
     if tuned is None:
         lines.append("no completed trial meets the SLA" if max_p99_ms else "no completed trial")
         return "\n".join(lines)
+    if verified is not None and verified.get("max_p99_ms") == max_p99_ms:
+        lines += verified_lines(frame, verified)
+        lines.append("single draws of the search (they steer the sampler; read the verified figures above):")
     lines.append(f"tuned:   trial {tuned.number}: {tuned.throughput:.1f} infer/s, p99 {tuned.p99_ms:.1f} ms  "
                  f"({describe(tuned.to_dict())})")
     if default is not None:
@@ -115,6 +122,36 @@ def summary(frame: pd.DataFrame, max_p99_ms: float | None) -> str:
     else:
         lines.append("default: no default-config trial " + ("meets the SLA" if max_p99_ms else "completed"))
     return "\n".join(lines)
+
+
+def _interval(figure: dict, unit: str) -> str:
+    return (f"{figure['median']:.1f} {unit} [{figure['low']:.1f}, {figure['high']:.1f}] "
+            f"(+-{figure['half_width'] * 100:.1f} %)")
+
+
+def verified_lines(frame: pd.DataFrame, verified: dict) -> list[str]:
+    """The verification stage's result: each finalist's median and 95 % interval over the rounds."""
+    lines = [f"verified: {len(verified['finalists'])} finalists measured again in {verified['rounds']} interleaved "
+             f"rounds ({verified['stopped']}, {verified['seconds']:.0f} s); medians with 95 % intervals"]
+    rows = frame.set_index("number")
+    for number, figures in verified["finalists"].items():
+        role = ("winner " if number == verified["winner"] else "") + ("default" if number == verified["default"] else "")
+        sla = "" if verified.get("max_p99_ms") is None else ("  meets SLA" if figures["meets_sla"] else "  misses SLA")
+        lines.append(f"  trial {number} {role.strip() or ''}: {_interval(figures['throughput'], 'infer/s')}, "
+                     f"p99 {_interval(figures['p99_ms'], 'ms')}{sla}  ({describe(rows.loc[number].to_dict())})")
+    if verified["winner"] is None:
+        lines.append("  no finalist meets the SLA on its verified p99 (upper bound): raise the SLA or search longer")
+        return lines
+    lines.append(f"  P(winner is best) over resampled rounds: {verified['p_best']:.2f}")
+    ratio = verified.get("vs_default")
+    if ratio is not None:
+        verdict = ("" if ratio["significant"] else
+                   "  no significant gain on this machine (the interval holds 1.00x)")
+        lines.append(f"  tuned / default (paired rounds): {ratio['median']:.2f}x [{ratio['low']:.2f}, "
+                     f"{ratio['high']:.2f}]{verdict}")
+    elif verified["winner"] == verified["default"]:
+        lines.append("  Triton's default is the verified winner: no configuration beat it on this machine")
+    return lines
 
 
 def _fmt(value, spec: str, scale: float = 1.0) -> str:

@@ -28,12 +28,16 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["ctc_agreement"] = checked.get("ctc_agreement")
         metrics = attrs.get("server_metrics", {})
         row |= {k: metrics.get(k) for k in METRICS}
-        row |= {k: attrs.get(k) for k in ("load_s", "first_request_ms", "measure_s", "repeat_of", "error", "rejected")}
+        row |= {k: attrs.get(k) for k in ("load_s", "first_request_ms", "measure_s", "repeat_of", "error", "rejected",
+                                          "retried")}
+        # Whose fault a failure was (tuner.trial.record.failed); a killed search's trial has no reason of its own.
+        row["failure"] = attrs.get("failure") or ("interrupted" if t.state.name == "FAIL" and "error" not in attrs
+                                                  else None)
         row["duration_s"] = t.duration.total_seconds() if t.duration else None
         rows.append(row)
     columns = ["number", "state", "baseline", *KNOBS, *FIGURES, *METRICS, "max_rel_error", "ctc_agreement",
                "load_s", "first_request_ms",
-               "measure_s", "repeat_of", "error", "rejected", "duration_s"]
+               "measure_s", "repeat_of", "error", "rejected", "retried", "failure", "duration_s"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -14,11 +14,11 @@ from tuner.experiment import Space
 from tuner.knobs import BY_NAME, KNOBS, Context
 
 
-def context(runtime: str, batched: bool = True, sample_concurrency: bool = False) -> Context:
-    """The knob context of a runtime choice ("backend:precision") for a model."""
+def context(runtime: str, batched: bool = True, sample_concurrency: bool = False, load: str = "concurrency") -> Context:
+    """The knob context of a runtime choice ("backend:precision") for a model under a load model."""
     backend = backends.get(split_runtime(runtime)[0])
     return Context(batched=batched, kind=backend.default_kind, family=backend.family,
-                   sample_concurrency=sample_concurrency)
+                   sample_concurrency=sample_concurrency, load=load)
 
 
 def candidate(runtime: str, values: dict, ctx: Context) -> Candidate:
@@ -28,14 +28,15 @@ def candidate(runtime: str, values: dict, ctx: Context) -> Candidate:
 
 
 def suggest(trial: optuna.Trial, space: Space, batched: bool = True, runtimes: list[str] | None = None,
-            sample_concurrency: bool = True, prefix: str = "") -> Candidate:
+            sample_concurrency: bool = True, prefix: str = "", load: str = "concurrency") -> Candidate:
     """Ask the trial for the runtime, then one value per knob that exists given the choices so far.
 
     `runtimes` are the "backend:precision" keys usable here (default: the reference, ONNX Runtime
-    fp32). Without `sample_concurrency` the concurrency stays 0: the trial finds it (a ramp).
+    fp32). Without `sample_concurrency` the load level (concurrency, or request rate under the
+    request-rate `load` model) stays 0: the trial finds it (a ramp).
     """
     runtime = trial.suggest_categorical(f"{prefix}runtime", runtimes or [REFERENCE_RUNTIME])
-    ctx = context(runtime, batched, sample_concurrency)
+    ctx = context(runtime, batched, sample_concurrency, load)
     chosen: dict = {}
     for knob in KNOBS:
         if knob.exists(chosen, ctx):

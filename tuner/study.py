@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import optuna
 
+from tuner.backends.base import file_digest
 from tuner.errors import TunerError
 from tuner.experiment import Experiment, Space
 from tuner.model_source import ModelSource
 from tuner.space import triton_default_params, widen_for_baseline
+from tuner.storage import mask, open_storage
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
 
@@ -30,31 +31,89 @@ def open_study(exp: Experiment, study_name: str, create: bool = True) -> optuna.
     """Open (or create) the study; storage problems become one clear line."""
     url = exp.storage_url
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = open_storage(url)  # its own errors are one line already, the URL masked
     try:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
         if create:
             return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler(exp),
                                        directions=["maximize", "minimize"], load_if_exists=True)
         return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler(exp))
     except KeyError:
-        raise TunerError(f"no study named {study_name!r} in {url}; `tuner search` creates it") from None
+        raise TunerError(f"no study named {study_name!r} in {mask(url)}; `tuner search` creates it") from None
     except Exception as exc:  # sqlalchemy errors: bad URL, missing driver, unreachable database
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TunerError(f"cannot open study storage {url!r}: {first}") from None
+        raise TunerError(f"cannot open study storage {mask(url)!r}: {first}") from None
+
+
+def model_digest(source: ModelSource) -> str:
+    """What identifies the model a study measures: the content of the ONNX file it serves."""
+    return file_digest(source.onnx_path)
+
+
+def check_identity(study: optuna.Study, exp: Experiment, source: ModelSource) -> None:
+    """A study resumes only on the model and the space it was searched on: its trials would
+    otherwise mix two models' figures, or Optuna could not mix their choices."""
+    if not study.trials:
+        return
+    remedy = "use --study NEW_NAME for a new study, or --fresh to start this one again"
+    stored_digest = study.user_attrs.get("model_digest")
+    if stored_digest is not None and stored_digest != model_digest(source):
+        raise TunerError(f"study {study.study_name!r} holds trials of another model ({study.user_attrs.get('model')}, "
+                         f"sha256 {stored_digest[:12]}; now {exp.model}, sha256 {model_digest(source)[:12]}); "
+                         f"{remedy}")
+    stored_space = (study.user_attrs.get("experiment") or {}).get("space") or {}
+    space = exp.space.model_dump(mode="json")
+    # A knob the study did not know yet (added to tuner since) is not a change: its trials simply lack it.
+    changed = [f"{k}: {stored_space[k]} -> {space[k]}" for k in space if k in stored_space and stored_space[k] != space[k]]
+    if changed:
+        raise TunerError(f"study {study.study_name!r} was searched over another space ({'; '.join(changed)}); {remedy}")
 
 
 def record_identity(study: optuna.Study, exp: Experiment, source: ModelSource) -> None:
     """What the study is of, so that export, report and the dashboard can read it back alone."""
     study.set_user_attr("model", exp.model)
     study.set_user_attr("model_name", source.name)
+    study.set_user_attr("model_digest", model_digest(source))
     study.set_user_attr("max_p99_ms", exp.max_p99_ms)
     study.set_user_attr("experiment", exp.model_dump(mode="json"))
 
 
+def delete_own_study(exp: Experiment, study_name: str) -> bool:
+    """Delete a study tuner wrote (for --fresh); False when there is none. A study of the same
+    storage that tuner did not write is refused."""
+    try:
+        study = open_study(exp, study_name, create=False)
+    except TunerError:
+        return False
+    if "experiment" not in study.user_attrs:
+        raise TunerError(f"study {study_name!r} in the storage was not written by tuner; --fresh deletes only "
+                         f"tuner's studies: choose another --study")
+    optuna.delete_study(study_name=study_name, storage=open_storage(exp.storage_url))
+    return True
+
+
+def interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial whose search was killed mid-way: failed by the heartbeat, with no reason of its own."""
+    return trial.state == optuna.trial.TrialState.FAIL and "error" not in trial.user_attrs
+
+
 def finished_count(study: optuna.Study) -> int:
-    return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    """Trials that count against the budget: interrupted ones do not (they are measured again)."""
+    return sum(t.state in FINISHED and not interrupted(t) for t in study.get_trials(deepcopy=False))
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Enqueue each interrupted trial once more with its params (Triton's default keeps its
+    baseline mark, every ratio depends on it); returns the numbers of the trials requeued."""
+    trials = study.get_trials(deepcopy=False)
+    done = {t.user_attrs.get("remeasures") for t in trials}
+    requeued = []
+    for t in trials:
+        params = t.params or t.system_attrs.get("fixed_params")
+        if interrupted(t) and t.number not in done and params:
+            attrs = {"remeasures": t.number} | ({"baseline": True} if t.user_attrs.get("baseline") else {})
+            study.enqueue_trial(params, user_attrs=attrs)
+            requeued.append(t.number)
+    return requeued
 
 
 def strong_first_params(space: Space, batched: bool = True, runtime: str = "onnxruntime:fp32") -> list[dict]:

@@ -6,11 +6,13 @@ inputs, so a figure measured by one can be reproduced by another.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tuner.errors import TunerError
 from tuner.experiment import Experiment
 from tuner.measure import perf_analyzer
 from tuner.model_source import ModelSource
@@ -23,6 +25,15 @@ class Workspace:
     """Files of one study: the model repository the server reads, logs, load inputs."""
 
     root: Path
+
+    @classmethod
+    def of(cls, results_dir: Path, study_name: str) -> "Workspace":
+        """The study's folder, results_dir/<study>; a name that would lead outside results_dir is refused."""
+        root = Path(os.path.normpath(results_dir / study_name))
+        if root.parent != Path(os.path.normpath(results_dir)):
+            raise TunerError(f"study {study_name!r} would put its files outside {results_dir}; "
+                             "a study name is letters, digits, '.', '_' or '-'")
+        return cls(root)
 
     @property
     def repository(self) -> Path:

@@ -13,7 +13,6 @@ import random
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import optuna
 
@@ -63,14 +62,6 @@ class LineReporter:
         elapsed = time.monotonic() - self.started
         print(f"[{self.label} {self.count}/{self.total} {elapsed:.0f}s] #{trial.number} {what} -> {result}",
               flush=True)
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # heartbeats are "experimental"; tuner's own storage uses them too
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
 
 
 def delete_study(storage: optuna.storages.BaseStorage, name: str) -> None:

@@ -27,7 +27,8 @@ class Searched:
 
 @pytest.fixture(scope="session")
 def searched(tmp_path_factory, mlp_onnx) -> Searched:
-    """Four real trials of the tiny MLP (about 40 s): Triton's default config first, then three candidates."""
+    """Four real trials of the tiny MLP (about 40 s): Triton's default config first, then three candidates,
+    and the verification stage over the finalists (two or three interleaved rounds)."""
     if tools.tritonserver_path() is None or tools.perf_analyzer_path() is None:
         pytest.fail("tritonserver or perf_analyzer missing: run `bash scripts/setup.sh` (make test does)")
     work = tmp_path_factory.mktemp("dashboard-search")
@@ -39,6 +40,8 @@ def searched(tmp_path_factory, mlp_onnx) -> Searched:
         "space": {"instances": [1, 2], "max_batch_size": [4, 8], "max_queue_delay_us": [100],
                   "threads": [0, 1], "concurrency": [2, 4]},
         "measure": {"interval_ms": 500, "max_windows": 4, "samples": 4},
+        # The search ends with its verification stage; two or three rounds keep the fixture short.
+        "verify": {"min_rounds": 2, "max_rounds": 3},
     }))
     storage = f"sqlite:///{work / 'results' / 'tuner.db'}"
     result = CliRunner().invoke(app, ["search", "--model", str(mlp_onnx), "--experiment", str(spec),

@@ -29,6 +29,8 @@ def write_experiment(path: Path, **fields) -> Path:
         "space": {"instances": [1, 2], "max_batch_size": [4, 8], "max_queue_delay_us": [100],
                   "threads": [0, 1], "concurrency": [2, 4]},
         "measure": {"interval_ms": 500, "max_windows": 4, "samples": 4},
+        # Verification kept short: the two leaders and the default, two or three rounds.
+        "verify": {"leaders": 2, "min_rounds": 2, "max_rounds": 3},
     } | fields
     path.write_text(yaml.safe_dump(spec))
     return path

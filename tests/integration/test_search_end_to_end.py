@@ -51,6 +51,21 @@ def test_a_real_search_completes_trials_with_measured_throughput(searched):
     assert "Best trials" in output and "tuned / default throughput" in output
 
 
+def test_the_search_ends_with_verified_finalists(searched):
+    _, _, study, output = searched
+    verified = study.user_attrs["verification"]
+    assert 2 <= verified["rounds"] <= 3 and verified["stopped"] in ("converged", "max_rounds", "budget")
+    finalists = {int(n) for n in verified["finalists"]}
+    assert 0 in finalists and verified["default"] == 0  # Triton's default is always measured again
+    assert all(len(r) == len(finalists) for r in verified["rounds_measured"])  # every finalist, every round
+    for figures in verified["finalists"].values():
+        t = figures["throughput"]
+        assert 0 < t["low"] <= t["median"] <= t["high"]
+    if verified["winner"] is not None:
+        assert verified["finalists"][str(verified["winner"])]["meets_sla"] and 0 < verified["p_best"] <= 1
+    assert "verified: " in output and "interleaved rounds" in output
+
+
 def test_running_again_resumes_and_skips_what_is_done(searched, mlp_onnx):
     work, storage, _, _ = searched
     spec = work / "exp.yaml"
@@ -86,7 +101,8 @@ def test_exported_config_serves_correct_inferences_on_a_fresh_server(searched, m
     np.testing.assert_allclose(y[0], reference(mlp_onnx, x[None])[0], rtol=1e-5, atol=1e-6)
 
     native = tmp_path / "native"
-    assert runner.invoke(app, ["export", "--study", "mlp-e2e", "--storage", storage, "--out", str(native)]).exit_code == 0
+    assert runner.invoke(app, ["export", "--study", "mlp-e2e", "--storage", storage, "--out", str(native),
+                               "--form", "native"]).exit_code == 0
     assert 'platform: "onnxruntime_onnx"' in (native / "mlp" / "config.pbtxt").read_text()
 
 

@@ -106,4 +106,13 @@ def test_graph_optimization_reaches_both_config_forms(level, native):
 def test_knob_contexts_follow_the_backend():
     assert context("openvino:fp32").family == "openvino"
     assert context("onnxruntime:fp32", batched=False).batched is False
-    assert knobs.by_reach("load") == ["concurrency"]
+    assert knobs.by_reach("load") == ["concurrency", "request_rate"]
+
+
+def test_the_request_rate_load_model_asks_for_a_rate_instead_of_a_concurrency():
+    params = triton_default_params(None) | {"request_rate": 100}
+    trial = optuna.trial.FixedTrial(params)
+    candidate = suggest(trial, Space(), sample_concurrency=True, load="request_rate")
+    assert "concurrency" not in trial.params and candidate.request_rate == 100 and candidate.concurrency == 0
+    assert (candidate.load, candidate.load_level) == ("request_rate", 100)
+    assert describe(candidate).endswith("rate=100/s")

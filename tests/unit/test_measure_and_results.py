@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import optuna
 import pandas as pd
 import pytest
@@ -65,3 +67,19 @@ def test_best_respects_the_sla_and_pareto_drops_dominated_trials():
     assert results.best(frame, max_p99_ms=5) is None
     assert results.best(frame, baseline=True).number == 0
     assert list(results.pareto_front(frame).number) == [0, 2, 1]
+
+
+def test_a_request_rate_run_is_parsed_and_commanded():
+    from tuner.experiment import MeasureSpec
+    from tuner.measure.perf_analyzer import command
+
+    text = ("Request Rate,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
+            "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,"
+            "Avg latency,request/response,response wait\n"
+            "100,98.996,138,3719,1868,74,1729,390,3,2957,20100,32710,62191,7924,141,7734\n")
+    m = parse_csv(text)
+    assert (m.request_rate, m.concurrency, m.throughput, m.p99_ms) == (100, 0, 98.996, 62.191)
+    assert m.sustained and m.load_level == 100
+    cmd = command("m", "127.0.0.1:1", 100, MeasureSpec(load="request_rate"), Path("x.csv"), None)
+    assert cmd[cmd.index("--request-rate-range") + 1] == "100"
+    assert cmd[cmd.index("--request-distribution") + 1] == "poisson" and "--concurrency-range" not in cmd

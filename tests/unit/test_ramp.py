@@ -102,3 +102,22 @@ def test_first_trials_never_exceed_the_studys_budget(tmp_path):
         waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
         assert len(waiting) == expected
         assert waiting[0].user_attrs == {"baseline": True}  # Triton's default always goes first
+
+
+def rate_point(rate, throughput, p99):
+    return Measurement(0, throughput, p99 / 2, p99, p99, p99, p99 / 2, 0, 0, 0, 0, 0, 0, request_rate=rate)
+
+
+def test_a_request_rate_ramp_stops_at_the_first_rate_the_server_cannot_sustain():
+    served = {50: (50, 5), 100: (99, 6), 200: (150, 40), 400: (160, 90)}
+    asked = []
+
+    def measure_at(rate):
+        asked.append(rate)
+        return rate_point(rate, *served[rate])
+
+    curve = ramp.ramp(measure_at, [50, 100, 200, 400])
+    assert asked == [50, 100, 200]  # 200/s offered, 150/s served: an overload, the queue only grows
+    assert ramp.pick(curve).request_rate == 100  # the highest sustained rate, not the highest throughput
+    assert ramp.pick(curve, max_p99_ms=5.5).request_rate == 50
+    assert ramp.mean([curve[1], curve[1]]).request_rate == 100

@@ -17,6 +17,7 @@ from benchmarks.efficiency import runner as rn  # noqa: E402
 from benchmarks.efficiency import space as sp  # noqa: E402
 from benchmarks.efficiency import stats as st  # noqa: E402
 from benchmarks.efficiency import truth as tr  # noqa: E402
+from tuner.storage import open_storage
 from tuner.space import grid, suggest, triton_default_params  # noqa: E402
 
 R = st.Record
@@ -369,7 +370,7 @@ def test_grid_study_measures_each_point_once_and_resumes_after_an_interruption(t
         return 100.0 * candidate.instances + candidate.concurrency, float(candidate.concurrency)
 
     interrupted = []
-    runner = rn.FixedRunner(exp=None, storage=rn.open_storage(f"sqlite:///{tmp_path / 'bench.db'}"))
+    runner = rn.FixedRunner(exp=None, storage=open_storage(f"sqlite:///{tmp_path / 'bench.db'}"))
     runner.objective, runner.reporter = objective, rn.LineReporter("grid")
     with pytest.raises(KeyboardInterrupt):
         runner.measure("grid", points, "grid")

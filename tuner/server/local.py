@@ -2,6 +2,13 @@
 
 It binds 127.0.0.1 on free ports, keeps its log beside the study, and is stopped (with its
 python-backend stub processes, which share its process group) on success, error and Ctrl-C.
+
+Nothing outlives tuner: the server gets SIGTERM from Linux when tuner dies, even by SIGKILL
+(parent-death signal), and shuts its stubs down. What a dead server leaves (its stubs, which
+ignore SIGTERM once their server is gone) is ended, by SIGKILL where needed, when the server is
+found dead, at stop() and at start(); start() thereby also ends what a killed earlier search of
+the same study left. Those are found by their command line naming this server's repository path:
+processes that do not name it (other servers) are never touched.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from tuner import tools
 from tuner.errors import TrialError, TunerError
+from tuner.processes import die_with_parent, end_processes_naming
 from tuner.render import to_json
 from tuner.server import ModelPackage
 from tuner.server.repository import stage
@@ -35,6 +43,10 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+# The processes a server of one repository runs: the server and its python-backend stubs.
+SERVER_PROGRAMS = frozenset({"tritonserver", "triton_python_backend_stub"})
 
 
 class LocalServer:
@@ -63,10 +75,12 @@ class LocalServer:
         binary = tools.require_tritonserver()
         self.repository.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._end_leftovers()  # a dead server of ours, or what a killed earlier search left
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         cmd = [
             str(binary),
-            f"--model-repository={self.repository}",
+            # Absolute: the leftovers of this repository are found by this path.
+            f"--model-repository={os.path.abspath(self.repository)}",
             "--model-control-mode=explicit",
             f"--backend-directory={tools.backend_directory(binary)}",
             "--http-address=127.0.0.1", f"--http-port={self.http_port}",
@@ -79,10 +93,16 @@ class LocalServer:
         with open(self.log_path, "ab") as log:
             log.write(f"\n# {' '.join(cmd)}\n".encode())
             log.flush()
-            # Own process group: stopping it also stops the python-backend stubs.
+            # Own process group: stopping it also stops the python-backend stubs. SIGTERM when
+            # tuner dies: Triton then unloads its models and ends its stubs.
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                            env=tools.server_env(), start_new_session=True)
-        self._wait_live()
+                                            env=tools.server_env(), start_new_session=True,
+                                            preexec_fn=die_with_parent(signal.SIGTERM))
+        try:
+            self._wait_live()
+        except BaseException:  # Ctrl-C or SIGTERM while it starts: `with` would not stop it
+            self.stop()
+            raise
         return self
 
     @contextmanager
@@ -119,7 +139,30 @@ class LocalServer:
             return client.get_server_metadata(as_json=True)
 
     def is_alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        if self.process is None:
+            return False
+        if self.process.poll() is None:
+            return True
+        self._end_leftovers()  # its stubs outlive a killed server
+        self.process = None
+        return False
+
+    def _end_leftovers(self) -> None:
+        """End the process group of our last server and every server or stub process that
+        names this repository (SIGTERM, then SIGKILL); noted in the server log."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # the group outlives its leader
+            except (ProcessLookupError, PermissionError):
+                pass
+        ended = end_processes_naming(self.repository, SERVER_PROGRAMS, grace_s=2.0)
+        if ended:
+            try:
+                with open(self.log_path, "a") as log:
+                    log.write(f"\n# ended {len(ended)} leftover process(es) of {self.repository}: "
+                              f"pids {', '.join(str(p.pid) for p in ended)}\n")
+            except OSError:
+                pass
 
     def load(self, package: ModelPackage) -> None:
         stage(self.repository, package)
@@ -139,9 +182,7 @@ class LocalServer:
             pass
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
                 self.process.wait(timeout=15)
@@ -150,11 +191,8 @@ class LocalServer:
                 self.process.wait(timeout=5)
             except ProcessLookupError:
                 pass
-        # Stubs can outlive the server by a moment; they are in its group.
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        # Stubs can outlive the server by a moment; they are in its group (and name the repository).
+        self._end_leftovers()
         self.process = None
 
     def __enter__(self) -> "LocalServer":

@@ -16,9 +16,10 @@ import optuna
 
 from tuner import backends
 from tuner.candidate import Candidate, runtime_key
-from tuner.errors import TrialError
+from tuner.errors import TrialError, TunerError
 from tuner.experiment import Experiment
 from tuner.measure import ramp
+from tuner.measure.perf_analyzer import Hung
 from tuner.model_source import ModelSource
 from tuner.render import render
 from tuner.server import Server
@@ -66,8 +67,7 @@ class TrialRunner:
         self._loaded_config: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        candidate = suggest(trial, self.space, self.source.signature.batched, self.runtimes,
-                            sample_concurrency=not self.exp.measure.ramps)
+        candidate = self._suggest(trial)
         trial.set_user_attr("candidate", candidate.as_dict())
         self.on_start(trial.number, candidate)
         previous = record.same_params(trial.study, trial.params)
@@ -75,16 +75,51 @@ class TrialRunner:
             # Same deployment and load as an earlier trial: reuse its measurement instead of
             # spending minutes on it again; the trial says where its figures come from.
             return record.reuse(trial, previous, self.exp)
+        for attempt in (1, 2):
+            try:
+                return self._run(trial, candidate)
+            except Rejected as exc:
+                record.rejected(trial, exc.verdict)
+                # PRUNED rather than FAIL: TPE counts pruned trials as worse than every completed
+                # one and steers away from the runtime, where it would ignore a failed one.
+                raise optuna.TrialPruned(str(exc)) from None
+            except TrialError as exc:
+                cause = self._infrastructure(exc)
+                if cause is not None and attempt == 1:
+                    # The server or the load generator failed, not the candidate: once more.
+                    trial.set_user_attr("retried", f"{cause}: {exc}")
+                    continue
+                record.failed(trial, str(exc), cause or "candidate")
+                raise
+            except TunerError:  # the user's input or machine: stop the search with its one line
+                raise
+            except Exception as exc:  # a fault in a stage itself: this trial fails, the study goes on
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                record.failed(trial, message, "internal")
+                raise TrialError(message) from exc
+        raise AssertionError("unreachable")
+
+    def _suggest(self, trial: optuna.Trial) -> Candidate:
         try:
-            return self._run(trial, candidate)
-        except Rejected as exc:
-            record.rejected(trial, exc.verdict)
-            # PRUNED rather than FAIL: TPE counts pruned trials as worse than every completed one
-            # and steers away from the runtime, where it would ignore a failed one and retry it.
-            raise optuna.TrialPruned(str(exc)) from None
-        except TrialError as exc:
-            trial.set_user_attr("error", str(exc))
-            raise
+            return suggest(trial, self.space, self.source.signature.batched, self.runtimes,
+                           sample_concurrency=not self.exp.measure.ramps, load=self.exp.measure.load)
+        except ValueError as exc:
+            if "dynamic value space" not in str(exc):
+                raise
+            # The study's earlier trials chose from other values (the space or the runtimes
+            # usable here changed): Optuna cannot mix them.
+            raise TunerError(f"study {trial.study.study_name!r} was searched over other values than this "
+                             f"search offers (its space or the runtimes usable here changed: "
+                             f"{', '.join(self.runtimes)}); use --study NEW_NAME, or --fresh to start this "
+                             f"study again") from None
+
+    def _infrastructure(self, exc: TrialError) -> str | None:
+        """Which infrastructure fault caused a failure: the server died, or perf_analyzer hung."""
+        if not self.server.is_alive():
+            return "server died"
+        if isinstance(exc, Hung):
+            return "perf_analyzer hung"
+        return None
 
     def _run(self, trial: optuna.Trial, candidate: Candidate) -> tuple[float, float]:
         known = self.guard.known_failure(candidate.runtime)
@@ -93,6 +128,7 @@ class TrialRunner:
         if not self.server.is_alive():
             trial.set_user_attr("server_restarted", True)
             self.server.start()
+            self._loaded_config = None
 
         form = backends.serving_form(backends.get(candidate.backend), candidate.precision, self.server_backends)
         artifact = prepare(self.source, self.exp, candidate, self.samples, form)
@@ -115,13 +151,17 @@ class TrialRunner:
 
         result = self._load_test(trial, candidate)
         if result.curve is not None:
-            trial.set_user_attr("candidate", replace(candidate, concurrency=result.measurement.concurrency).as_dict())
+            found = result.measurement
+            trial.set_user_attr("candidate", replace(candidate, concurrency=found.concurrency,
+                                                     request_rate=round(found.request_rate)).as_dict())
         return record.measured(trial, result, self.exp)
 
     def _load_test(self, trial: optuna.Trial, candidate: Candidate):
         spec = self.exp.measure
         perf = perf_runner(self.source.name, self.server.grpc_url, self.server.metrics_url, spec,
                            self.ws.input_data, lambda suffix: self.ws.csv(trial.number, suffix))
-        floor = ramp.batching_floor(candidate.instances, candidate.max_batch_size, candidate.dynamic_batching)
         best = record.best_throughput(trial.study, self.exp.max_p99_ms) if spec.confirm_best else None
+        if spec.load == "request_rate":  # an offered rate does not wait for batches to fill: no floor
+            return load_test(perf, spec, candidate.request_rate, self.space.request_rate, 0, self.exp.max_p99_ms, best)
+        floor = ramp.batching_floor(candidate.instances, candidate.max_batch_size, candidate.dynamic_batching)
         return load_test(perf, spec, candidate.concurrency, self.space.concurrency, floor, self.exp.max_p99_ms, best)

@@ -35,7 +35,7 @@ class LoadResult:
     measure_s: float
 
 
-Perf = Callable[[int, str], PerfRun]  # (concurrency, csv suffix) -> one run
+Perf = Callable[[float, str], PerfRun]  # (load level, csv suffix) -> one run
 
 
 def perf_runner(model: str, grpc_url: str, metrics_url: str, spec: MeasureSpec, input_data: Path,
@@ -44,12 +44,12 @@ def perf_runner(model: str, grpc_url: str, metrics_url: str, spec: MeasureSpec, 
     gets three more windows without a stability requirement (4x longer if none completed), rather
     than losing the candidate to noise; such a run is flagged unstable."""
 
-    def once(concurrency: int, suffix: str) -> PerfRun:
-        path = csv_path(f"c{concurrency}{suffix}")
+    def once(level: float, suffix: str) -> PerfRun:
+        path = csv_path(f"{'r' if spec.load == 'request_rate' else 'c'}{level:g}{suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
 
         def run(settings: MeasureSpec) -> tuple[Measurement, ServerMetrics, str]:
-            cmd = perf_analyzer.command(model, grpc_url, concurrency, settings, path, input_data)
+            cmd = perf_analyzer.command(model, grpc_url, level, settings, path, input_data)
             sampler = MetricsSampler(metrics_url)
             with sampler:
                 measurement = perf_analyzer.measure(cmd, path, spec.timeout_s)
@@ -66,27 +66,28 @@ def perf_runner(model: str, grpc_url: str, metrics_url: str, spec: MeasureSpec, 
     return once
 
 
-def load_test(perf: Perf, spec: MeasureSpec, concurrency: int, ladder: Sequence[int], floor: int,
+def load_test(perf: Perf, spec: MeasureSpec, level: float, ladder: Sequence[int], floor: int,
               max_p99_ms: float | None, best_so_far: float | None) -> LoadResult:
-    """Measure at `concurrency`, or (when the spec ramps) up `ladder` from `floor` on; a result
-    above `best_so_far` (the study's best within the SLA; None: no confirmation) is measured again."""
+    """Measure at `level` (a concurrency or a request rate), or (when the spec ramps) up `ladder`
+    from `floor` on; a result above `best_so_far` (the study's best within the SLA; None: no
+    confirmation) is measured again."""
     started = time.monotonic()
-    runs: dict[int, PerfRun] = {}
+    runs: dict[float, PerfRun] = {}
 
-    def measure_at(c: int) -> Measurement:
-        runs[c] = perf(c, "")
-        return runs[c].measurement
+    def measure_at(at: float) -> Measurement:
+        runs[at] = perf(at, "")
+        return runs[at].measurement
 
     curve = None
     if spec.ramps:
         curve = ramp.ramp(measure_at, ladder, max_p99_ms, spec.ramp_min_gain, floor)
         measurement = ramp.pick(curve, max_p99_ms)
     else:
-        measurement = measure_at(concurrency)
-    chosen = runs[measurement.concurrency]
+        measurement = measure_at(level)
+    chosen = next(run for at, run in runs.items() if run.measurement is measurement)
     confirm = None
     if best_so_far is not None and _new_best(measurement, best_so_far, max_p99_ms):
-        again = perf(measurement.concurrency, "confirm")
+        again = perf(next(at for at, run in runs.items() if run is chosen), "confirm")
         confirm = {"first": measurement.throughput, "again": again.measurement.throughput}
         measurement = ramp.mean([measurement, again.measurement])
         runs[-1] = again
@@ -97,4 +98,5 @@ def load_test(perf: Perf, spec: MeasureSpec, concurrency: int, ladder: Sequence[
 def _new_best(measurement: Measurement, best: float, max_p99_ms: float | None) -> bool:
     """One noisy window can look 10 % better than the configuration is: a point that would be the
     study's new best (within the SLA) is measured again."""
-    return (max_p99_ms is None or measurement.p99_ms <= max_p99_ms) and measurement.throughput > best
+    return ((max_p99_ms is None or measurement.p99_ms <= max_p99_ms) and measurement.sustained
+            and measurement.throughput > best)

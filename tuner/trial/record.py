@@ -42,6 +42,13 @@ def deployed(trial: optuna.Trial, d: Deployed) -> None:
     trial.set_user_attr("first_request_ms", d.first_request_ms)
 
 
+def failed(trial: optuna.Trial, reason: str, kind: str) -> None:
+    """A failed trial says why, and whose fault it was: "candidate", "server died",
+    "perf_analyzer hung" (each infrastructure fault is retried once first) or "internal"."""
+    trial.set_user_attr("error", reason)
+    trial.set_user_attr("failure", kind)
+
+
 def rejected(trial: optuna.Trial, verdict: dict) -> None:
     """An inaccurate candidate is never measured and never best."""
     trial.set_user_attr("accuracy", verdict)

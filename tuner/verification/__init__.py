@@ -1,0 +1,127 @@
+"""The verification stage: the study's finalists measured again in interleaved, shuffled rounds
+until the winner's throughput is known to about +-5 % (or the stage's budget is spent).
+
+Single draws steer the sampler; the figures a user sees are these verified ones, with intervals.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import optuna
+
+from tuner import backends, results
+from tuner.candidate import Candidate
+from tuner.errors import TrialError
+from tuner.experiment import Experiment
+from tuner.model_source import ModelSource
+from tuner.server import Server
+from tuner.study import finished_count
+from tuner.trial.artifact import prepare
+from tuner.trial.deploy import deploy, package
+from tuner.trial.loadtest import perf_runner
+from tuner.verification import finalists
+from tuner.workspace import Sample, Workspace
+
+ATTR = "verification"  # the study's user attribute that holds the stage's result
+
+
+def stored(study: optuna.Study) -> dict | None:
+    """The study's verification, with trial numbers as ints again (JSON keeps them as strings)."""
+    found = study.user_attrs.get(ATTR)
+    if not found:
+        return None
+    found = dict(found)
+    found["finalists"] = {int(n): v for n, v in found["finalists"].items()}
+    found["rounds_measured"] = [{int(n): v for n, v in r.items()} for r in found["rounds_measured"]]
+    return found
+
+
+class Verifier:
+    """Measures one finalist per call, reloaded from scratch: the config and model files its trial
+    measured, then perf_analyzer at the concurrency its trial found."""
+
+    def __init__(self, study: optuna.Study, exp: Experiment, source: ModelSource, server: Server, ws: Workspace,
+                 samples: list[Sample]):
+        self.study, self.exp, self.source, self.server, self.ws, self.samples = study, exp, source, server, ws, samples
+        self.server_backends = tuple(server.backends())
+
+    def __call__(self, number: int, round_number: int) -> dict:
+        attrs = self.study.trials[number].user_attrs
+        candidate = Candidate.from_dict(attrs["candidate"])
+        if not self.server.is_alive():
+            self.server.start()
+        form = backends.serving_form(backends.get(candidate.backend), candidate.precision, self.server_backends)
+        files = prepare(self.source, self.exp, candidate, self.samples, form).files
+        # Unload first: Triton keeps a model whose config is unchanged, and a round must reload it.
+        self.server.unload(self.source.name)
+        deploy(self.server, self.source, package(self.source.name, attrs["config_pbtxt"], files, self.ws.warmup_dir),
+               self.samples[0])
+        perf = perf_runner(self.source.name, self.server.grpc_url, self.server.metrics_url, self.exp.measure,
+                           self.ws.input_data, lambda suffix: self.ws.root / "verify" / f"r{round_number}_t{number}_{suffix}.csv")
+        run = perf(candidate.load_level, "")
+        return {"throughput": run.measurement.throughput, "p99_ms": run.measurement.p99_ms,
+                "p50_ms": run.measurement.p50_ms, "command": run.command, "unstable": run.unstable}
+
+
+def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict],
+        note: Callable[[str], None] = lambda message: None) -> dict | None:
+    """Rounds over the finalists until the winner is known to `exp.verify.target_half_width`,
+    `max_rounds` are done, or the budget runs out; stored in the study and returned."""
+    spec = exp.verify
+    frame = results.trials_frame(study)
+    chosen = finalists.choose(frame, exp.max_p99_ms, spec.leaders)
+    if not chosen:
+        return None
+    baseline = frame[frame.baseline & frame.number.isin(chosen)]
+    default = int(baseline.number.iloc[0]) if not baseline.empty else None
+    note(f"verifying {len(chosen)} finalists (trials {', '.join(map(str, chosen))}) in interleaved rounds")
+    order = random.Random(exp.seed)
+    started = time.monotonic()
+    rounds: list[dict[int, dict]] = []
+    stopped, decision = "max_rounds", None
+    for attempt in range(spec.max_rounds * 2):  # a failed round is repeated, a few times at most
+        if len(rounds) >= spec.max_rounds:
+            break
+        round_started = time.monotonic()
+        shuffled = chosen[:]
+        order.shuffle(shuffled)
+        measured = {}
+        for number in shuffled:
+            try:
+                measured[number] = measure(number, attempt)
+            except TrialError as exc:  # one failed reload or run: the round is repeated, not lost
+                note(f"  round {len(rounds) + 1}: trial {number} failed ({exc}); repeating the round")
+                break
+        else:
+            rounds.append({n: measured[n] for n in chosen})
+            decision = finalists.decide(rounds, exp.max_p99_ms, default, exp.seed or 0)
+            note(_round_line(decision, len(rounds)))
+            winner = decision["winner"]
+            if (len(rounds) >= spec.min_rounds and winner is not None
+                    and decision["finalists"][winner]["throughput"]["half_width"] <= spec.target_half_width):
+                stopped = "converged"
+                break
+        # Another round would end past the budget: stop here.
+        if time.monotonic() - started + (time.monotonic() - round_started) > spec.budget_s(exp.timeout_s):
+            stopped = "budget"
+            break
+    if decision is None:
+        return None
+    result = decision | {"stopped": stopped, "seconds": round(time.monotonic() - started, 1),
+                         "max_p99_ms": exp.max_p99_ms, "trials_seen": finished_count(study),
+                         "rounds_measured": [{str(n): v for n, v in r.items()} for r in rounds]}
+    result["finalists"] = {str(n): v for n, v in decision["finalists"].items()}
+    study.set_user_attr(ATTR, result)
+    return stored(study)
+
+
+def _round_line(decision: dict, rounds: int) -> str:
+    winner = decision["winner"]
+    if winner is None:
+        return f"  round {rounds}: no finalist meets the SLA on its verified p99 yet"
+    t = decision["finalists"][winner]["throughput"]
+    return (f"  round {rounds}: leader trial {winner}, {t['median']:.1f} infer/s "
+            f"[{t['low']:.1f}, {t['high']:.1f}] (+-{t['half_width'] * 100:.1f} %), P(best) {decision['p_best']:.2f}")

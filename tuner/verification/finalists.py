@@ -1,0 +1,53 @@
+"""Which trials the verification stage measures again, and what their rounds decide."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from tuner import results
+from tuner.verification.stats import interval, p_best, paired_ratio
+
+NEAR_SLA = 1.25  # a trial whose single draw is this close over the SLA may verify within it
+
+
+def choose(frame: pd.DataFrame, max_p99_ms: float | None, leaders: int = 3) -> list[int]:
+    """The leading trials within the SLA (by their single draws), the best one just over it, and
+    Triton's default (every "tuned vs default" ratio is measured against it). Repeats of a measured
+    deployment count once."""
+    done = results.completed(frame)
+    done = done[done.repeat_of.isna()].sort_values(["throughput", "p99_ms"], ascending=[False, True])
+    within = done if max_p99_ms is None else done[done.p99_ms <= max_p99_ms]
+    chosen = list(within.number.head(leaders))
+    if max_p99_ms is not None:
+        near = done[(done.p99_ms > max_p99_ms) & (done.p99_ms <= max_p99_ms * NEAR_SLA)]
+        chosen += list(near.number.head(1))
+    default = done[done.baseline]
+    if not default.empty:
+        chosen.append(default.number.iloc[0])
+    return sorted({int(n) for n in chosen}, key=chosen.index)
+
+
+def decide(rounds: Sequence[Mapping[int, Mapping[str, float]]], max_p99_ms: float | None,
+           default: int | None, seed: int = 0) -> dict:
+    """Each finalist's verified throughput and p99 (median of the rounds, with intervals); the
+    winner: the highest verified median among those whose p99's upper bound meets the SLA."""
+    numbers = list(rounds[0])
+    throughput = {n: [r[n]["throughput"] for r in rounds] for n in numbers}
+    p99 = {n: [r[n]["p99_ms"] for r in rounds] for n in numbers}
+    finalists = {}
+    for n in numbers:
+        t, p = interval(throughput[n], seed), interval(p99[n], seed)
+        finalists[n] = {"throughput": t.as_dict(), "p99_ms": p.as_dict(),
+                        "meets_sla": max_p99_ms is None or p.high <= max_p99_ms}
+    eligible = [n for n in numbers if finalists[n]["meets_sla"]]
+    winner = max(eligible, key=lambda n: finalists[n]["throughput"]["median"], default=None)
+    decision: dict = {"rounds": len(rounds), "finalists": finalists, "winner": winner, "default": default,
+                      "p_best": None, "vs_default": None}
+    if winner is not None:
+        decision["p_best"] = p_best({n: throughput[n] for n in eligible}, winner, seed)
+        if default is not None and default != winner:
+            ratio = paired_ratio(throughput[winner], throughput[default], seed)
+            decision["vs_default"] = ratio.as_dict() | {"significant": ratio.low > 1 or ratio.high < 1}
+    return decision
