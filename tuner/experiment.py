@@ -18,7 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_mode
 
 from tuner import backends
 from tuner.accuracy import AccuracySpec, CtcCheck
-from tuner.candidate import PRECISIONS, split_runtime
+from tuner.candidate import PRECISIONS, REFERENCE_RUNTIME, split_runtime
 from tuner.errors import TunerError
 from tuner.knobs import KNOBS, Knob
 from tuner.storage import mask
@@ -176,7 +176,7 @@ class Experiment(_Strict):
     seed: int | None = 0
     max_gpu_mem_gb: float | None = Field(None, gt=0, description="constraint: GPU memory used during the measurement")
     baseline_concurrency: list[int] = Field([1, 4], description="concurrencies at which Triton's default config is measured first")
-    baseline_runtime: str = Field("onnxruntime:fp32", description="backend:precision of the default config (e.g. pytorch:fp32 on GPU)")
+    baseline_runtime: str = Field(REFERENCE_RUNTIME, description="backend:precision of the default config (e.g. pytorch:fp32 on GPU)")
     space: Space = Space()
     measure: MeasureSpec = MeasureSpec()
     verify: VerifySpec = VerifySpec()

@@ -7,6 +7,7 @@ import warnings
 import optuna
 
 from tuner.backends.base import file_digest
+from tuner.candidate import REFERENCE_RUNTIME
 from tuner.errors import TunerError
 from tuner.experiment import Experiment, Space
 from tuner.model_source import ModelSource
@@ -116,7 +117,7 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     return requeued
 
 
-def strong_first_params(space: Space, batched: bool = True, runtime: str = "onnxruntime:fp32") -> list[dict]:
+def strong_first_params(space: Space, batched: bool = True, runtime: str = REFERENCE_RUNTIME) -> list[dict]:
     """Shapes that usually win, measured right after Triton's default so the sampler starts from
     good ground: dynamic batching up to the largest batch with the shortest queue delay, on one
     instance with the runtime's own threads, and on two instances of one thread each (two
