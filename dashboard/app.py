@@ -124,7 +124,7 @@ def show_progress(study: optuna.Study, frame: pd.DataFrame) -> None:
     if not frame.empty:
         st.subheader("Newest trials")
         newest = frame.sort_values("number", ascending=False).head(NEWEST)
-        table(newest[["number", "status", "settings", "throughput", "p99_ms", "error"]])
+        table(newest[["number", "status", "settings", "throughput", "p99_ms", *views.extra_columns(frame), "error"]])
 
 
 def table(frame: pd.DataFrame, key: str | None = None) -> None:
@@ -228,6 +228,9 @@ def show_best(url: str, name: str, trials: list[optuna.trial.FrozenTrial], frame
                           "-" if default is None else f"{top.throughput / default.throughput:.2f}×",
                           help="Single draws, against the best default-config trial under the same SLA.")
     st.markdown(f"`{top.settings}`")
+    cost = views.cost_text(top, found["finalists"][number] if is_verified else None)
+    if cost:
+        st.caption(f"Cost: {cost}.")
     command = trials[number].user_attrs.get("perf_analyzer_cmd")
     if command:
         st.code(command, language="bash", wrap_lines=True)
@@ -247,8 +250,10 @@ def show_best(url: str, name: str, trials: list[optuna.trial.FrozenTrial], frame
 
 def show_trials(frame: pd.DataFrame) -> None:
     st.subheader(f"All trials ({len(frame)})")
-    rest = [c for c in frame.columns if c not in ("number", "status", "settings")]
-    table(frame[["number", "status", *rest]], key="trials")
+    # The cost and the worker first, next to the figures: the frame has them last.
+    extra = views.extra_columns(frame)
+    rest = [c for c in frame.columns if c not in ("number", "status", "settings", *extra, *views.hidden_columns(frame))]
+    table(frame[["number", "status", *extra, *rest]], key="trials")
 
 
 def show_importance(study: optuna.Study) -> None:

@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 from tuner import export, knobs, results, verification
 from tuner import storage as tuner_storage
 from tuner.candidate import describe
+from tuner.cost import cost_per_million
 
 DEFAULT_STORAGE = "sqlite:///results/tuner.db"
 UNFINISHED = ("RUNNING", "WAITING")
@@ -84,6 +85,29 @@ def annotate(study: optuna.Study, max_p99_ms: float | None) -> pd.DataFrame:
 
 def _reason(rejected: object) -> str | None:
     return str(rejected) if rejected else None
+
+
+def extra_columns(frame: pd.DataFrame) -> list[str]:
+    """What the trial tables and the hover add when the study has it: the cost per million
+    inferences (a price per hour was given), and the worker and host when several workers measured."""
+    return ["cost_per_million"] * results.priced(frame) + ["worker", "host"] * results.several_workers(frame)
+
+
+def hidden_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns of the frame the full trial table leaves out: who measured, when one worker did all."""
+    return [] if results.several_workers(frame) else list(results.WHERE)
+
+
+def cost_text(trial: pd.Series, figures: dict | None) -> str | None:
+    """What a million inferences of the trial cost at its machine's price per hour (at the verified
+    median throughput when `figures` gives one); None without a price."""
+    price = trial.get("price_per_hour")
+    if price is None or pd.isna(price):
+        return None
+    throughput = figures["throughput"]["median"] if figures else trial.throughput
+    which = "verified median" if figures else "single draw"
+    cost = cost_per_million(throughput, price)
+    return f"{cost:.4g} per million inferences at {throughput:.1f} infer/s ({which}), machine priced {price:g}/hour"
 
 
 def eligible(frame: pd.DataFrame) -> pd.DataFrame:
@@ -269,7 +293,9 @@ def pareto_figure(frame: pd.DataFrame, max_p99_ms: float | None) -> go.Figure:
     measured = measured.assign(trial="trial " + measured.number.astype(str))
     hover = {k: True for k in HOVER_KNOBS} | {"backend": True, "precision": True, "p50_ms": ":.2f",
                                                "p99_ms": ":.2f", "throughput": ":.1f"}
-    labels = {"p99_ms": "p99 latency (ms)", "throughput": "throughput (infer/s)"}
+    hover |= {k: (":.4g" if k == "cost_per_million" else True) for k in extra_columns(frame)}
+    labels = {"p99_ms": "p99 latency (ms)", "throughput": "throughput (infer/s)",
+              "cost_per_million": "cost per million inferences"}
     feasible = measured[measured.status == OK]
     fig = go.Figure()
     if not feasible.empty:
@@ -296,8 +322,11 @@ def pareto_figure(frame: pd.DataFrame, max_p99_ms: float | None) -> go.Figure:
 
 def _grey_crosses(trials: pd.DataFrame, status: str, colour: str) -> go.Scatter:
     why = trials.rejected if status == REJECTED else trials.p99_ms.map(lambda p: f"p99 {p:.2f} ms over the SLA")
-    text = [f"<b>trial {n}</b> ({reason})<br>{s}<br>{t:.1f} infer/s, p99 {p:.2f} ms"
-            for n, reason, s, t, p in zip(trials.number, why, trials.settings, trials.throughput, trials.p99_ms)]
+    cost = trials.cost_per_million.map(lambda c: "" if pd.isna(c) else f", {c:.4g} per million inferences")
+    worker = trials.worker.map(lambda w: f"<br>measured by {w}" if isinstance(w, str) else "")
+    text = [f"<b>trial {n}</b> ({reason})<br>{s}<br>{t:.1f} infer/s, p99 {p:.2f} ms{c}{w}"
+            for n, reason, s, t, p, c, w in zip(trials.number, why, trials.settings, trials.throughput,
+                                                trials.p99_ms, cost, worker)]
     return go.Scatter(x=trials.p99_ms, y=trials.throughput, mode="markers", name=status,
                       marker={"symbol": "x", "color": colour, "size": 10}, customdata=trials[["number"]].to_numpy(),
                       hovertext=text, hovertemplate="%{hovertext}<extra></extra>")

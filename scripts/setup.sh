@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything tuner needs on a fresh Debian machine, idempotently:
-#   Debian packages, a virtual environment in .venv with tuner and its Python packages,
+#   Debian packages (PostgreSQL 15 among them, for scripts/postgres.sh), a virtual environment in
+#   .venv with tuner and its Python packages (the postgres extra: psycopg),
 #   the tritonserver binary (from the nvidia-pytriton wheel) inside .venv/opt/pytriton,
 #   and perf_analyzer (from the tritonclient 2.48.0 wheel) in .venv/bin.
 # A second run checks stamps and returns in about a second.
@@ -13,9 +14,10 @@ PYTRITON_VERSION=0.7.0
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-# Debian packages: libb64 for perf_analyzer; chromium for the dashboard's browser test.
+# Debian packages: libb64 for perf_analyzer; chromium for the dashboard's browser test; postgresql-15
+# for scripts/postgres.sh (the tests of studies shared by several workers start it).
 need_apt=()
-for pkg in libb64-0d chromium; do
+for pkg in libb64-0d chromium postgresql-15; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -25,9 +27,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# Python environment; reinstalled only when pyproject.toml changes.
+# Python environment; reinstalled only when pyproject.toml or the extras change.
+EXTRAS=zoo,test,postgres
 [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PY" -m venv "$VENV"; }
-stamp=$VENV/.tuner-deps-$(sha1sum pyproject.toml | cut -c1-12)
+stamp=$VENV/.tuner-deps-$({ cat pyproject.toml; echo "$EXTRAS"; } | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   log "installing Python packages (first run takes a few minutes)"
   pip_args=(-q --disable-pip-version-check)
@@ -35,7 +38,7 @@ if [ ! -f "$stamp" ]; then
   # resolves to the registry's CUDA build.
   [ -d /opt/wheels ] && pip_args+=(--find-links /opt/wheels)
   "$VENV/bin/pip" install "${pip_args[@]}" --upgrade pip
-  "$VENV/bin/pip" install "${pip_args[@]}" -e ".[zoo,test]"
+  "$VENV/bin/pip" install "${pip_args[@]}" -e ".[$EXTRAS]"
   rm -f "$VENV"/.tuner-deps-*
   touch "$stamp"
 fi

@@ -11,7 +11,7 @@ from typing import Any
 
 from tuner.knobs import KNOBS, Context
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")  # tf32: fp32 weights, TF32 tensor-core math (pytorch)
 REFERENCE_RUNTIME = "onnxruntime:fp32"  # the runtime every other one is checked against
 
 

@@ -60,26 +60,40 @@ def search(
     seed: Optional[int] = typer.Option(None, help="Sampler and sample-input seed."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete the study of this name first and start it again "
                                                       "(tuner resumes a study only on its own model and space)."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Run N workers on this host, each on its own GPUs (or CPUs) with its own "
+                                     "server, sharing the study's budgets (docs/scale-out.md)."),
+    price_per_hour: Optional[float] = typer.Option(None, help="This machine's price per hour: each trial gets a "
+                                                              "cost per million inferences."),
+    objective: Optional[str] = typer.Option(None, help="throughput (default) or cost: the cheapest verified "
+                                                       "configuration within the SLA (needs --price-per-hour)."),
+    min_throughput: Optional[float] = typer.Option(None, help="Floor: a pick serves at least this many inferences/s."),
 ) -> None:
     """Search Triton configurations of MODEL on a real tritonserver, measured with perf_analyzer.
 
     Example: tuner search --model wenet --max-p99-ms 500 --trials 30
     """
-    from tuner import results, search as search_mod
+    from tuner import fleet, results, search as search_mod
     from tuner.verification import stored as stored_verification
 
     if experiment_file is None and model is not None:
         default = Path("experiments") / f"{model}.yaml"
         experiment_file = default if default.is_file() else None
     overrides = {"model": model, "study": study, "storage": storage, "trials": trials, "timeout_s": timeout,
-                 "max_p99_ms": max_p99_ms, "max_gpu_mem_gb": max_gpu_mem_gb, "seed": seed}
+                 "max_p99_ms": max_p99_ms, "max_gpu_mem_gb": max_gpu_mem_gb, "seed": seed,
+                 "price_per_hour": price_per_hour, "objective": objective, "min_throughput": min_throughput}
     reporter = None
     try:
         exp = experiment.load(experiment_file, overrides, launch)
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         reporter = RichReporter(exp.max_p99_ms)
-        study_obj = search_mod.run(exp, reporter, fresh=fresh)
+        if workers > 1:
+            study_obj = _search_with_workers(exp, experiment_file, overrides, launch, workers, fresh, reporter)
+        else:
+            study_obj = search_mod.run(exp, reporter, fresh=fresh)
         reporter.close()
+        if os.environ.get(fleet.WORKER_ENV):
+            return  # one worker of `--workers N`: the parent prints the study's results once
         frame = results.trials_frame(study_obj)
         console.print(results_table(frame, exp.max_p99_ms))
         console.print(summary(frame, exp.max_p99_ms, stored_verification(study_obj)), highlight=False)
@@ -95,6 +109,33 @@ def search(
         console.print("[yellow]interrupted[/]: the server is stopped; finished trials are kept in the study. "
                       "Run the same command again to resume.")
         raise typer.Exit(130)
+
+
+_FLAGS = {"model": "--model", "study": "--study", "storage": "--storage", "trials": "--trials",
+          "timeout_s": "--timeout", "max_p99_ms": "--max-p99-ms", "max_gpu_mem_gb": "--max-gpu-mem-gb",
+          "seed": "--seed", "price_per_hour": "--price-per-hour", "objective": "--objective",
+          "min_throughput": "--min-throughput"}
+
+
+def _search_with_workers(exp, experiment_file: Optional[Path], overrides: dict, launch: Optional[str], count: int,
+                         fresh: bool, reporter):
+    """Prepare the study once, then run `count` workers of it on this host (tuner.fleet)."""
+    from tuner import fleet, search as search_mod
+    from tuner.study import open_study
+
+    shares = fleet.host_shares(count)
+    source = search_mod.resolve_source(exp, reporter)
+    study_name = exp.study or source.name
+    search_mod.prepare_study(exp, source, study_name, reporter, fresh)
+    args = [flag for key, flag in _FLAGS.items() if overrides.get(key) is not None and key != "study"
+            for flag in (flag, str(overrides[key]))] + ["--study", study_name]
+    args += ["--experiment", str(experiment_file)] if experiment_file is not None else []
+    args += ["--launch", launch] if launch is not None else []
+    code = fleet.run_workers(args, shares, reporter.note)
+    if code != 0:
+        raise TunerError(f"a worker ended with exit code {code} (its lines above, prefixed [wN]); the study keeps "
+                         "every finished trial: run the same command again to resume")
+    return open_study(exp, study_name, create=False)
 
 
 @app.command()

@@ -95,5 +95,27 @@ def _runtimes() -> list[Check]:
     return checks
 
 
+# Runtimes whose code has never run on a real machine of this project (none at hand has their
+# packages), with what is untested. Keep in step with README and docs/backends.md; a runtime
+# leaves this table when a run on real hardware is recorded in docs/measurements/.
+UNTESTED = {
+    "tensorrt": "TensorRT plans (engine build, optimization profile, native tensorrt_plan config)",
+    "onnxruntime-cuda": "ONNX Runtime's CUDA execution provider (needs onnxruntime-gpu)",
+    "onnxruntime-tensorrt": "ONNX Runtime's TensorRT execution provider (needs onnxruntime-gpu and TensorRT)",
+    "onnxruntime-openvino": "ONNX Runtime's OpenVINO execution provider (needs onnxruntime-openvino)",
+    "openvino bf16/fp16": "OpenVINO's bf16/fp16 hints (the CPUs at hand lack the instructions: they ran f32)",
+    "pytorch ladder": "the pytorch backend's tf32, sdpa, compile, length buckets and CUDA graphs on a GPU "
+                      "(fp32/fp16/bf16 ran on an H200; benchmarks/gpu_ladder.py measures the rest)",
+}
+UNTESTED_NOTE = "untested on real hardware"
+
+
+def _untested() -> list[Check]:
+    """Shown as missing-with-a-reason, so nobody reads a skipped runtime as a validated one."""
+    return [Check(f"{name} ({UNTESTED_NOTE})", False, what,
+                  "runs where its packages are installed; report the first run (docs/measurements/)")
+            for name, what in UNTESTED.items()]
+
+
 def run_checks() -> list[Check]:
-    return [_tritonserver(), _perf_analyzer(), _docker(), _gpus(), *_runtimes()]
+    return [_tritonserver(), _perf_analyzer(), _docker(), _gpus(), *_runtimes(), *_untested()]

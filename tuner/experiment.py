@@ -175,6 +175,13 @@ class Experiment(_Strict):
     max_p99_ms: float | None = Field(None, gt=0, description="SLA: p99 latency limit in milliseconds")
     seed: int | None = 0
     max_gpu_mem_gb: float | None = Field(None, gt=0, description="constraint: GPU memory used during the measurement")
+    price_per_hour: float | None = Field(None, gt=0, description="price of the machine a worker runs on, per hour: "
+                                         "gives each trial a cost per million inferences")
+    objective: Literal["throughput", "cost"] = Field(
+        "throughput", description="what the pick maximises within the SLA: throughput, or the lowest cost per "
+                                  "million inferences (needs price_per_hour; with min_throughput as a floor)")
+    min_throughput: float | None = Field(None, gt=0, description="floor: a pick must serve at least this many "
+                                                                 "inferences/s (verified median)")
     baseline_concurrency: list[int] = Field([1, 4], description="concurrencies at which Triton's default config is measured first")
     baseline_runtime: str = Field(REFERENCE_RUNTIME, description="backend:precision of the default config (e.g. pytorch:fp32 on GPU)")
     space: Space = Space()
@@ -204,6 +211,12 @@ class Experiment(_Strict):
             folder = Path(os.path.normpath(self.results_dir / self.study))
             if folder.parent != Path(os.path.normpath(self.results_dir)):
                 raise ValueError(f"study {self.study!r} would put its files outside results_dir {self.results_dir}")
+        return self
+
+    @model_validator(mode="after")
+    def _cost_needs_price(self) -> "Experiment":
+        if self.objective == "cost" and self.price_per_hour is None:
+            raise ValueError("objective cost needs price_per_hour (--price-per-hour): the machine's price per hour")
         return self
 
     @field_serializer("storage", when_used="json")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from tuner import __version__, backends, model_source, results, verification, zoo
 from tuner.candidate import Candidate, describe
+from tuner.cost import cost_per_million
 from tuner.errors import TunerError
 from tuner.experiment import Experiment
 from tuner.render import render
@@ -177,6 +178,23 @@ def _claimed_figures(choice: Choice, attrs: dict) -> dict:
             "p99_ms": {"median": m["p99_ms"], "low": None, "high": None, "half_width": None}}
 
 
+def _cost(price_per_hour, throughput: dict) -> dict | None:
+    """What a million inferences cost at the claimed throughput (its interval inverted: the high
+    throughput is the low cost); None without a price per hour."""
+    if price_per_hour is None or pd.isna(price_per_hour):
+        return None
+    return {"price_per_hour": float(price_per_hour),
+            "per_million_inferences": {"median": cost_per_million(throughput["median"], price_per_hour),
+                                       "low": cost_per_million(throughput["high"], price_per_hour),
+                                       "high": cost_per_million(throughput["low"], price_per_hour)}}
+
+
+def _measured_on(trial: pd.Series) -> dict | None:
+    """The worker, host and hardware the trial was measured on (tuner.workers), when recorded."""
+    where = {k: trial.get(k) for k in results.WHERE if isinstance(trial.get(k), str)}
+    return where or None
+
+
 def _load(candidate: dict) -> dict:
     """The load the figures were measured under: a concurrency, or a request rate (open loop)."""
     rate = candidate.get("request_rate")
@@ -198,6 +216,7 @@ def _claim(choice: Choice, study: optuna.Study, exp: Experiment, model: str, for
     else:
         commands = [attrs["perf_analyzer_cmd"]]
     m = exp.measure
+    figures = _claimed_figures(choice, attrs)
     return {
         "claim_of": "tuner export", "tuner_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -208,7 +227,9 @@ def _claim(choice: Choice, study: optuna.Study, exp: Experiment, model: str, for
         "measure": {"interval_ms": m.interval_ms, "stability_percent": m.stability_percent,
                     "max_windows": m.max_windows, "timeout_s": m.timeout_s},
         "perf_analyzer": perf_analyzer_args(commands, exp) | {"input_data": INPUT_DATA},
-        "figures": _claimed_figures(choice, attrs),
+        "figures": figures,
+        "cost": _cost(choice.trial.get("price_per_hour"), figures["throughput"]),
+        "measured_on": _measured_on(choice.trial),
     }
 
 
@@ -261,6 +282,14 @@ def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
         lines += [f"## Figures: {figures['note']}", "",
                   f"The search's own measurement of this trial ({runs}); on a small machine one run can read "
                   f"10 to 20 % high. `tuner verify` measures it again.", ""]
+    if claim.get("cost"):
+        cost = claim["cost"]["per_million_inferences"]
+        interval = "" if cost["low"] is None else f" [{cost['low']:.4g}, {cost['high']:.4g}]"
+        lines += ["## Cost", "",
+                  f"At {claim['cost']['price_per_hour']:g} per hour for the machine, a million inferences at the "
+                  f"claimed throughput cost {cost['median']:.4g}{interval} (same currency as the price).", ""]
+    if claim.get("measured_on"):
+        lines += ["Measured on: " + ", ".join(f"{k} {v}" for k, v in claim["measured_on"].items()) + ".", ""]
     lines += ["Single draw of the search (latencies in ms, throughput in inferences/s):", "",
               "| figure | value |", "|---|---|", single, "",
               f"Cold start: load {trial.load_s} s, first request {trial.first_request_ms} ms.", "",

@@ -88,6 +88,28 @@ KNOBS: tuple[Knob, ...] = (
          "runtime", off=None, triton_default="all", exists=lambda chosen, ctx: ctx.family == "onnxruntime",
          label=lambda v: f"opt={v}", choices=tuple(_ORT_GRAPH_LEVEL), native=_graph_level_fragment,
          adapter_parameter="graph_optimization_level"),
+    # The pytorch backend's runtime ladder (templates/python/pytorch_model.py reads them; docs/gpu.md).
+    # Their default values are today's runtime; compile, buckets and CUDA graphs cost load time
+    # (compiles, captures) a short search rarely wins back, so an experiment widens them
+    # (experiments/wenet-gpu-ladder.yaml).
+    Knob("attention", str, ("native", "sdpa"),
+         "PyTorch attention kernel: native (the model's matmuls) or sdpa (scaled_dot_product_attention)",
+         "runtime", off=None, triton_default="native", exists=lambda chosen, ctx: ctx.family == "pytorch",
+         label=lambda v: f"attn={v}", choices=("native", "sdpa"), adapter_parameter="attention"),
+    Knob("compile", str, ("off",),
+         "torch.compile of the PyTorch module: off, default or max-autotune-no-cudagraphs (minutes at load)",
+         "runtime", off=None, triton_default="off", exists=lambda chosen, ctx: ctx.family == "pytorch",
+         label=lambda v: f"compile={v}", choices=("off", "default", "max-autotune-no-cudagraphs"),
+         adapter_parameter="compile"),
+    Knob("length_buckets", str, ("off",),
+         'PyTorch: pad a batch\'s time axis to the next of these input lengths ("256,512,1024,1600") '
+         "rather than to its longest request; off = the longest",
+         "runtime", off=None, triton_default="off", exists=lambda chosen, ctx: ctx.family == "pytorch",
+         label=lambda v: f"buckets={v}", adapter_parameter="length_buckets"),
+    Knob("cuda_graphs", bool, (False,), "PyTorch: replay CUDA graphs captured per batch size and length bucket",
+         "runtime", off=False, triton_default=False,
+         exists=lambda chosen, ctx: ctx.family == "pytorch" and chosen.get("length_buckets") not in (None, "off"),
+         label=lambda v: f"graphs={'on' if v else 'off'}", adapter_parameter="cuda_graphs"),
     Knob("warmup", bool, (False, True), "model_warmup at batch 1 and max_batch_size", "config", off=False,
          triton_default=False, label=lambda v: f"warm={'y' if v else 'n'}"),
     Knob("gpus", str, ("all",), 'KIND_GPU placement: "all" GPUs (count per GPU) or ids "0,1"', "config",

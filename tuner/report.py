@@ -82,20 +82,32 @@ class RichReporter:
             self.task = None
 
 
+def _cost(value) -> str:
+    """A cost per million inferences (three significant digits), in the currency of the price per hour."""
+    return "-" if value is None or pd.isna(value) else f"{value:,.0f}" if value >= 100 else f"{value:#.3g}"
+
+
 def results_table(frame: pd.DataFrame, max_p99_ms: float | None, limit: int = 15) -> Table:
+    """The best completed trials; a cost column when a price per hour is known, and which worker
+    (on which host) measured each trial when several did."""
     done = results.completed(frame).sort_values("throughput", ascending=False)
     if max_p99_ms:
         done = done.assign(ok=done.p99_ms <= max_p99_ms).sort_values(["ok", "throughput"], ascending=False)
+    priced, workers = results.priced(frame), results.several_workers(frame)
     table = Table(title=f"Best trials{f' (SLA p99 <= {max_p99_ms} ms)' if max_p99_ms else ''}")
-    for col in ("trial", "config", "infer/s", "p50 ms", "p99 ms", "queue ms", "infer ms", "load s", "first ms", "SLA"):
-        table.add_column(col, justify="left" if col == "config" else "right")
+    columns = ["trial", "config", "infer/s", "p50 ms", "p99 ms", "queue ms", "infer ms", "load s", "first ms", "SLA"]
+    columns += ["cost / 1M"] * priced + ["worker"] * workers
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("config", "worker") else "right")
     for _, r in done.head(limit).iterrows():
         sla = "-" if not max_p99_ms else ("ok" if r.p99_ms <= max_p99_ms else "over")
         label = describe(r.to_dict()) + (" [dim](default)[/]" if r.baseline else "")
         load = "-" if pd.isna(r.load_s) else f"{r.load_s:.1f}"
         first = "-" if pd.isna(r.first_request_ms) else f"{r.first_request_ms:.0f}"
-        table.add_row(str(r.number), label, f"{r.throughput:.1f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
-                      f"{r.queue_ms:.1f}", f"{r.compute_infer_ms:.1f}", load, first, sla)
+        cells = [str(r.number), label, f"{r.throughput:.1f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+                 f"{r.queue_ms:.1f}", f"{r.compute_infer_ms:.1f}", load, first, sla]
+        cells += [_cost(r.cost_per_million)] * priced + [r.worker or "-"] * workers
+        table.add_row(*cells)
     return table
 
 
@@ -114,14 +126,20 @@ def summary(frame: pd.DataFrame, max_p99_ms: float | None, verified: dict | None
     if verified is not None and verified.get("max_p99_ms") == max_p99_ms:
         lines += verified_lines(frame, verified)
         lines.append("single draws of the search (they steer the sampler; read the verified figures above):")
-    lines.append(f"tuned:   trial {tuned.number}: {tuned.throughput:.1f} infer/s, p99 {tuned.p99_ms:.1f} ms  "
-                 f"({describe(tuned.to_dict())})")
+    lines.append(f"tuned:   trial {tuned.number}: {tuned.throughput:.1f} infer/s, p99 {tuned.p99_ms:.1f} ms"
+                 f"{_cost_text(tuned)}  ({describe(tuned.to_dict())})")
     if default is not None:
-        lines.append(f"default: trial {default.number}: {default.throughput:.1f} infer/s, p99 {default.p99_ms:.1f} ms")
+        lines.append(f"default: trial {default.number}: {default.throughput:.1f} infer/s, p99 {default.p99_ms:.1f} ms"
+                     f"{_cost_text(default)}")
         lines.append(f"tuned / default throughput: {tuned.throughput / default.throughput:.2f}x")
     else:
         lines.append("default: no default-config trial " + ("meets the SLA" if max_p99_ms else "completed"))
     return "\n".join(lines)
+
+
+def _cost_text(row: pd.Series) -> str:
+    cost = row.get("cost_per_million")
+    return "" if cost is None or pd.isna(cost) else f", {_cost(cost)} per million inferences"
 
 
 def _interval(figure: dict, unit: str) -> str:
@@ -159,18 +177,21 @@ def _fmt(value, spec: str, scale: float = 1.0) -> str:
 
 
 def runtime_table(frame: pd.DataFrame, max_p99_ms: float | None) -> Table:
-    """Best trial under the SLA per backend and precision, with utilisation and accuracy figures."""
+    """Best trial under the SLA per backend and precision, with utilisation and accuracy figures
+    (and its cost per million inferences when a price per hour is known)."""
     per_runtime = results.best_per_runtime(frame, max_p99_ms)
     default = results.best(frame, max_p99_ms, baseline=True)
+    priced = results.priced(frame)
     table = Table(title="Best per backend and precision" + (f" (p99 <= {max_p99_ms} ms)" if max_p99_ms else ""))
-    for col in ("backend", "precision", "trials", "failed", "rejected", "best", "infer/s", "p99 ms", "vs default",
-                "CPU %", "GPU %", "GPU GiB", "max rel err", "CTC agree"):
+    columns = ["backend", "precision", "trials", "failed", "rejected", "best", "infer/s", "p99 ms", "vs default"]
+    columns += ["cost / 1M"] * priced + ["CPU %", "GPU %", "GPU GiB", "max rel err", "CTC agree"]
+    for col in columns:
         table.add_column(col, justify="left" if col in ("backend", "precision") else "right")
     for _, r in per_runtime.iterrows():
         ratio = "-" if default is None or pd.isna(r.throughput) else f"{r.throughput / default.throughput:.2f}x"
         table.add_row(r.backend, r.precision, str(r.trials), str(r.failed), str(r.rejected),
                       "-" if pd.isna(r.best_trial) else str(int(r.best_trial)), _fmt(r.throughput, ".1f"),
-                      _fmt(r.p99_ms, ".1f"), ratio, _fmt(r.cpu_utilization, ".0f", 100),
-                      _fmt(r.gpu_utilization, ".0f", 100), _fmt(r.gpu_memory_gb, ".2f"),
-                      _fmt(r.max_rel_error, ".2e"), _fmt(r.ctc_agreement, ".3f"))
+                      _fmt(r.p99_ms, ".1f"), ratio, *[_cost(r.cost_per_million)] * priced,
+                      _fmt(r.cpu_utilization, ".0f", 100), _fmt(r.gpu_utilization, ".0f", 100),
+                      _fmt(r.gpu_memory_gb, ".2f"), _fmt(r.max_rel_error, ".2e"), _fmt(r.ctc_agreement, ".3f"))
     return table

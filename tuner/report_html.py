@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tuner import results
+from tuner.cost import cost_per_million
 
 
 def report_html(study: optuna.Study, chosen: int, sla: float | None, verified: dict | None, headline: str,
@@ -24,9 +25,11 @@ def report_html(study: optuna.Study, chosen: int, sla: float | None, verified: d
 
     # 1. Pareto front of the single draws.
     pareto = go.Figure()
+    costs = ["" if c is None or c != c else f", {c:.4g} per million inferences" for c in done.cost_per_million]
     pareto.add_trace(go.Scatter(x=done.p99_ms, y=done.throughput, mode="markers", name="trials (single draws)",
                                 marker={"color": "#9aa5b1", "size": 8}, text=[f"trial {n}" for n in done.number],
-                                hovertemplate="%{text}: %{y:.1f} infer/s, p99 %{x:.1f} ms<extra></extra>"))
+                                customdata=costs,
+                                hovertemplate="%{text}: %{y:.1f} infer/s, p99 %{x:.1f} ms%{customdata}<extra></extra>"))
     pareto.add_trace(go.Scatter(x=front.p99_ms, y=front.throughput, mode="lines+markers", name="Pareto front",
                                 line={"color": "#1f77b4"}, marker={"size": 9}))
     picked = done[done.number.isin(list(finalists))]
@@ -110,6 +113,7 @@ def report_html(study: optuna.Study, chosen: int, sla: float | None, verified: d
     sections.append(("Config diff from Triton's default (config.pbtxt as each trial was measured)", diff))
 
     body = "\n".join(f"<h2>{html.escape(title)}</h2>\n{content}" for title, content in sections)
+    cost = _cost_text(row, finalists.get(chosen))
     warnings = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(headline)}</title>
@@ -119,7 +123,21 @@ pre.diff{{background:#f6f8fa;padding:1em;overflow-x:auto}} .note{{background:#ff
 <h1>{html.escape(headline)}</h1>
 <p>Study {html.escape(study.study_name)}; SLA: {f"p99 &lt;= {sla} ms" if sla else "none"}.
 Figures and the command that reproduces them: REPORT.md; the claim <code>tuner verify</code> checks: tuner-claim.json.</p>
+{cost}
 {warnings}
 {body}
 </body></html>
 """
+
+
+def _cost_text(row, figures: dict | None) -> str:
+    """A paragraph: what a million inferences of the exported trial cost at its machine's price
+    per hour (at the verified median throughput when it has one); empty without a price."""
+    price = row.get("price_per_hour")
+    if price is None or price != price:
+        return ""
+    throughput = figures["throughput"]["median"] if figures else row["throughput"]
+    which = "verified median" if figures else "single-draw"
+    where = f" on {row['hardware']}" if isinstance(row.get("hardware"), str) else ""
+    return (f"<p>Cost: {cost_per_million(throughput, price):.4g} per million inferences at the {which} throughput "
+            f"({throughput:.1f} infer/s), the machine{html.escape(where)} priced at {price:g} per hour.</p>")

@@ -14,7 +14,12 @@ from pathlib import Path
 
 
 def _package_dir(package: str) -> Path:
-    return Path(str(files(package)))
+    try:
+        return Path(str(files(package)))
+    except ModuleNotFoundError:
+        # A checkout used through PYTHONPATH without installing it (the GPU machines, which have
+        # no network to install from): the folder the package maps, beside tuner/.
+        return Path(__file__).resolve().parents[1] / package.removeprefix("tuner.")
 
 
 TEMPLATES_DIR = _package_dir("tuner.templates")  # config.pbtxt jinja2 templates

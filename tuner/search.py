@@ -5,19 +5,21 @@ What one trial does is tuner.trial; the study's set-up is tuner.study.
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Protocol
 
 import optuna
 
-from tuner import model_source, verification, zoo
+from tuner import model_source, verification, workers, zoo
 from tuner.candidate import Candidate
 from tuner.errors import TrialError
 from tuner.experiment import Experiment
 from tuner.server.launch import make_server
 from tuner.study import (check_identity, delete_own_study, enqueue_first_trials, finished_count, open_study,
-                         record_identity, requeue_interrupted)
+                         record_identity, requeue_interrupted, taken_before)
 from tuner.trial import TrialRunner
-from tuner.workspace import Workspace, prepare_inputs
+from tuner.workspace import Workspace, claim_slot, prepare_inputs
 
 
 class Reporter(Protocol):
@@ -27,16 +29,13 @@ class Reporter(Protocol):
     def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None: ...
 
 
-def run(exp: Experiment, reporter: Reporter, fresh: bool = False) -> optuna.Study:
-    """Search until the study holds `exp.trials` finished trials (or the timeout). A study of the
-    same name resumes, on the same model and space only; `fresh` deletes it first."""
-    # The reporter tells what happens, failed trials with their reason; Optuna's own log lines
-    # (and its tracebacks of caught failures) would repeat it.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    if zoo.get(exp.model) is not None:
-        reporter.note(f"preparing built-in model {exp.model} (exported to ONNX on first use, then cached)")
-    source = model_source.resolve(exp.model, exp.results_dir / "cache")
-    study_name = exp.study or source.name
+POLL_S = 5.0  # a worker waiting for the others looks at the study this often
+
+
+def prepare_study(exp: Experiment, source: model_source.ModelSource, study_name: str, reporter: Reporter,
+                  fresh: bool = False) -> optuna.Study:
+    """Open the study (deleted first with `fresh`), check it is of this model and space, record
+    what it is of, and enqueue the first trials of a new one."""
     if fresh and delete_own_study(exp, study_name):
         reporter.note(f"deleted the earlier study {study_name!r} (--fresh)")
     study = open_study(exp, study_name)
@@ -44,26 +43,90 @@ def run(exp: Experiment, reporter: Reporter, fresh: bool = False) -> optuna.Stud
     record_identity(study, exp, source)
     if not study.trials:
         enqueue_first_trials(study, exp, source.signature.batched)
+    return study
+
+
+def resolve_source(exp: Experiment, reporter: Reporter) -> model_source.ModelSource:
+    if zoo.get(exp.model) is not None:
+        reporter.note(f"preparing built-in model {exp.model} (exported to ONNX on first use, then cached)")
+    return model_source.resolve(exp.model, exp.results_dir / "cache")
+
+
+def run(exp: Experiment, reporter: Reporter, fresh: bool = False) -> optuna.Study:
+    """Search until the study holds `exp.trials` finished trials (or the timeout), then verify
+    its finalists. A study of the same name resumes, on the same model and space only; `fresh`
+    deletes it first. Several searches on one study (one storage, any hosts) share its budgets
+    as workers (tuner.workers): each measures in a workspace and on a server of its own."""
+    # The reporter tells what happens, failed trials with their reason; Optuna's own log lines
+    # (and its tracebacks of caught failures) would repeat it.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    source = resolve_source(exp, reporter)
+    study_name = exp.study or source.name
+    study = prepare_study(exp, source, study_name, reporter, fresh)
     _requeue_interrupted(study, reporter)
     done = finished_count(study)
     reporter.search_started(study, exp.trials, done)
     if done >= exp.trials and not _needs_verification(study, exp):
         return study
 
-    ws = Workspace.of(exp.results_dir, study_name)
-    samples = prepare_inputs(source, ws, exp)
-    server = make_server(exp.server, ws.repository, ws.server_log, study_name)
-    with server.start():
-        if done < exp.trials:
+    with claim_slot(Workspace.of(exp.results_dir, study_name)) as (slot, ws):
+        worker = workers.make(slot, exp.price_per_hour)
+        if slot or len(workers.live(study)) > 0:
+            reporter.note(f"worker {worker.id} ({worker.hardware}); workspace {ws.root}")
+        samples = prepare_inputs(source, ws, exp)
+        server = make_server(exp.server, ws.repository, ws.server_log,
+                             study_name if slot == 0 else f"{study_name}-w{slot}")
+        with workers.Registration(study, worker) as registration, server.start():
             runner = TrialRunner(exp, source, server, ws, samples, note=reporter.note,
-                                 on_start=reporter.trial_started)
-            study.optimize(runner, n_trials=exp.trials - done, timeout=exp.verify.search_timeout_s(exp.timeout_s),
-                           catch=(TrialError,), callbacks=[lambda _s, t: reporter.trial_finished(t),
-                                                           lambda s, _t: _requeue_interrupted(s, reporter)])
-        if exp.verify.enabled:
-            verification.run(study, exp, verification.Verifier(study, exp, source, server, ws, samples),
-                             note=reporter.note)
+                                 on_start=reporter.trial_started, worker=worker)
+            _sample(study, runner, exp, reporter, _deadline(study, worker, exp))
+            registration.set_state("sampled")
+            if _needs_verification(study, exp) and _verifies(study, worker, reporter):
+                verification.run(study, exp, verification.Verifier(study, exp, source, server, ws, samples),
+                                 note=reporter.note)
     return study
+
+
+def _deadline(study: optuna.Study, worker: workers.Worker, exp: Experiment) -> float | None:
+    """When sampling stops starting trials: the search's time budget (what verification leaves of
+    timeout_s), counted from the start of the earliest live worker."""
+    budget = exp.verify.search_timeout_s(exp.timeout_s)
+    return None if budget is None else workers.session_start(study, worker.id) + budget
+
+
+def _sample(study: optuna.Study, runner: TrialRunner, exp: Experiment, reporter: Reporter,
+            deadline: float | None) -> None:
+    """One trial at a time until the study's budget is finished or the time is up. While the
+    other workers measure the last trials of the budget this one waits: one of them may die,
+    and its trial is then measured again here."""
+    waiting = False
+    while True:
+        _requeue_interrupted(study, reporter)
+        if finished_count(study) >= exp.trials or (deadline is not None and time.time() >= deadline):
+            return
+        if taken_before(study, sys.maxsize) >= exp.trials:
+            if not waiting:
+                reporter.note("the rest of the study's budget is being measured by other workers: waiting for them")
+                waiting = True
+            time.sleep(POLL_S)
+            continue
+        waiting = False
+        study.optimize(runner, n_trials=1, catch=(TrialError,),
+                       callbacks=[lambda _s, t: reporter.trial_finished(t)])
+
+
+def _verifies(study: optuna.Study, worker: workers.Worker, reporter: Reporter) -> bool:
+    """Whether this worker runs the study's verification: once every live worker has finished
+    sampling, the first of them by id does; the others stop."""
+    waiting = False
+    while (elected := workers.elected_verifier(study, worker.id)) is None:
+        if not waiting:
+            reporter.note("waiting for the other workers to finish sampling: one worker verifies the study")
+            waiting = True
+        time.sleep(POLL_S)
+    if not elected:
+        reporter.note("another worker verifies the study's finalists; this one stops")
+    return elected
 
 
 def _needs_verification(study: optuna.Study, exp: Experiment) -> bool:

@@ -3,7 +3,9 @@
 Every place that shows or stores a storage URL (terminal lines, error messages, the dashboard,
 the experiment a study records) goes through `mask`; every place that opens one goes through
 `open_storage`, which gives SQLite a busy timeout and WAL journaling, so that the dashboard
-rereading a study every few seconds never fails a search's writes (nor the reverse).
+rereading a study every few seconds never fails a search's writes (nor the reverse), and
+PostgreSQL (psycopg 3, `postgresql+psycopg://`, the storage of several workers) a connect timeout
+and pooled connections checked before use.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tuner.errors import TunerError
 SQLITE_BUSY_TIMEOUT_S = 30  # a writer (or reader) waits this long for another's lock before failing
 HEARTBEAT_INTERVAL_S = 10  # a running search's trials beat this often...
 GRACE_PERIOD_S = 30  # ...and one silent this long is failed (its search was killed)
+POSTGRES_CONNECT_TIMEOUT_S = 10  # an unreachable PostgreSQL host is an error after this long, not a hang
 
 # scheme://user:password@host: the password, as SQLAlchemy's URL parser splits it.
 _NETLOC_SECRET = re.compile(r"^([\w+.-]+://[^:/@]*:)[^@]*@")
@@ -60,18 +63,51 @@ def _use_wal(path: Path) -> None:
         db.execute("PRAGMA journal_mode=WAL")
 
 
+def _driver_missing(cause: BaseException, url: str) -> str:
+    """What to do about a missing database driver: for PostgreSQL, tuner's postgres extra (psycopg 3)."""
+    what = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    text = f"its database driver is not installed ({what})"
+    if not url.startswith("postgres"):
+        return text
+    module = getattr(cause, "name", None) or ""
+    if module.split(".")[0] == "psycopg":
+        return text + "; install it with: pip install 'tuner[postgres]'"
+    # Another PostgreSQL driver (psycopg2, pg8000, ...) named by the URL: tuner installs psycopg 3.
+    return text + ("; tuner's postgres extra installs psycopg 3: write the URL as postgresql+psycopg://... and "
+                   "install it with: pip install 'tuner[postgres]'")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The error under Optuna's own wrapper ("An exception is raised during the commit...")."""
+    while isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
 def _reason(exc: BaseException, url: str) -> str:
     """The first line of a storage error, with any secret of the URL masked."""
-    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    exc = _root_cause(exc)
     if isinstance(exc, ImportError):
-        cause = exc.__cause__ or exc
-        text = f"its database driver is not installed ({str(cause).splitlines()[0] if str(cause) else type(cause).__name__})"
-        if url.startswith("postgresql"):
-            # (no brackets: the CLI prints with rich markup, which would eat "[postgres]")
-            text += "; install it with: pip install psycopg psycopg-binary (tuner's postgres extra)"
+        text = _driver_missing(exc.__cause__ or exc, url)
+    else:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"^\([\w.]+\) ", "", text)  # SQLAlchemy's "(psycopg.OperationalError) " prefix
+        text = re.sub(r"\s+", " ", text)
     for secret in _secrets(url):
         text = text.replace(secret, "***")
     return text.replace(url, mask(url))
+
+
+def _engine_kwargs(url: str) -> dict:
+    """SQLite waits for another's lock. PostgreSQL gives up on an unreachable host after a while
+    instead of libpq's default of waiting as long as TCP does, and checks a pooled connection
+    before using it, so that a worker or the dashboard outlives a restart of the server."""
+    if url.startswith("sqlite:"):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if url.startswith("postgresql"):
+        connect_args = {} if "connect_timeout=" in url else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
+        return {"connect_args": connect_args, "pool_pre_ping": True}
+    return {}
 
 
 def open_storage(url: str, *, read_only: bool = False) -> optuna.storages.RDBStorage:
@@ -85,7 +121,7 @@ def open_storage(url: str, *, read_only: bool = False) -> optuna.storages.RDBSto
     shown = mask(url)
     path = sqlite_file(url)
     try:
-        engine_kwargs = {}
+        engine_kwargs = _engine_kwargs(url)
         if path is not None:
             if read_only and not path.is_file():
                 raise TunerError(f"cannot open study storage {shown!r}: there is no file {path}; "
@@ -93,7 +129,6 @@ def open_storage(url: str, *, read_only: bool = False) -> optuna.storages.RDBSto
             if not read_only:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _use_wal(path)
-            engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
             if read_only:

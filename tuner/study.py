@@ -97,9 +97,46 @@ def interrupted(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state == optuna.trial.TrialState.FAIL and "error" not in trial.user_attrs
 
 
+def surplus(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial a worker started when the others had already taken the rest of the budget: given
+    back unmeasured (tuner.trial.TrialRunner)."""
+    return bool(trial.user_attrs.get("surplus"))
+
+
+def counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts against the study's budget: finished ones, except the interrupted
+    (measured again) and the surplus (never measured)."""
+    return trial.state in FINISHED and not interrupted(trial) and not surplus(trial)
+
+
 def finished_count(study: optuna.Study) -> int:
-    """Trials that count against the budget: interrupted ones do not (they are measured again)."""
-    return sum(t.state in FINISHED and not interrupted(t) for t in study.get_trials(deepcopy=False))
+    """Trials that count against the budget."""
+    return sum(counted(t) for t in study.get_trials(deepcopy=False))
+
+
+def taken_before(study: optuna.Study, number: int) -> int:
+    """The budget taken by the trials numbered before `number`: counted ones and those running.
+    Trial numbers are handed out by the storage in order, so every worker sees the same answer
+    for one trial and exactly the trials within the budget go ahead."""
+    running = optuna.trial.TrialState.RUNNING
+    return sum(t.number < number and (counted(t) or t.state == running) for t in study.get_trials(deepcopy=False))
+
+
+def give_back_reason(study: optuna.Study, number: int, trials: int) -> str | None:
+    """Why a trial just started must not be measured: the budget is taken by the trials before it
+    (other workers got there first), or an earlier trial measures the same interrupted trial
+    again (two workers requeued it). None: it goes ahead."""
+    if taken_before(study, number) >= trials:
+        return f"the study's budget of {trials} trials was taken by other workers first"
+    found = study.get_trials(deepcopy=False)
+    mine = next((t for t in found if t.number == number), None)
+    again = mine.user_attrs.get("remeasures") if mine is not None else None
+    if again is not None:
+        earlier = [t.number for t in found if t.number < number and t.user_attrs.get("remeasures") == again
+                   and not surplus(t)]
+        if earlier:
+            return f"trial {earlier[0]} already measures interrupted trial {again} again"
+    return None
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:

@@ -6,7 +6,10 @@ inputs, so a figure measured by one can be reproduced by another.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from tuner.measure import perf_analyzer
 from tuner.model_source import ModelSource
 
 Sample = dict[str, np.ndarray]
+MAX_SLOTS = 64  # workers of one study on one host
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class Workspace:
             raise TunerError(f"study {study_name!r} would put its files outside {results_dir}; "
                              "a study name is letters, digits, '.', '_' or '-'")
         return cls(root)
+
+    def worker(self, slot: int) -> "Workspace":
+        """The folder of one worker of the study: the study's own for the first (slot 0), so a
+        single search keeps today's layout; workers/<slot> for the others."""
+        return self if slot == 0 else Workspace(self.root / "workers" / str(slot))
 
     @property
     def repository(self) -> Path:
@@ -53,6 +62,30 @@ class Workspace:
 
     def csv(self, number: int, suffix: str = "") -> Path:
         return self.root / "perf" / f"trial_{number:04d}{'_' + suffix if suffix else ''}.csv"
+
+
+@contextmanager
+def claim_slot(study_ws: Workspace) -> Iterator[tuple[int, Workspace]]:
+    """The first worker slot of the study no other running search on this host holds, and its
+    workspace, held (an exclusive lock on a file of the study's folder) until the block ends.
+    Each worker thus stages models, inputs and warmup files in a folder of its own; the lock dies
+    with the process, however it ends."""
+    study_ws.root.mkdir(parents=True, exist_ok=True)
+    for slot in range(MAX_SLOTS):
+        handle = open(study_ws.root / f".worker-{slot}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            ws = study_ws.worker(slot)
+            ws.root.mkdir(parents=True, exist_ok=True)
+            yield slot, ws
+        finally:
+            handle.close()  # releases the lock
+        return
+    raise TunerError(f"{MAX_SLOTS} searches of this study already run on this host; stop one first")
 
 
 def data_seed(exp: Experiment) -> int:

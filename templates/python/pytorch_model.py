@@ -1,16 +1,27 @@
 """Python-backend adapter: runs a model's PyTorch definition on the instance's GPU.
 
-Request stacking, padding and output trimming are tuner_adapter.py's. Parameters (config.pbtxt
-`parameters`): model_file (JSON naming the definition, "module:name", whose
-`serving_module(name)` returns (module, {input: rank}, output names)), precision (fp32, fp16,
-bf16: the module's weights and float inputs are cast; float outputs come back as fp32),
-ragged_outputs.
+Request stacking, padding and output trimming are tuner_adapter.py's. `TorchRunner` below is the
+runtime ladder of the pytorch backend (precision, attention kernel, torch.compile, length buckets,
+CUDA graphs, pinned host memory); it runs without Triton (tests/unit/test_wenet_accel.py,
+benchmarks/gpu_ladder.py). Parameters (config.pbtxt `parameters`, from tuner/knobs.py):
+- model_file: JSON naming the definition, "module:name", whose `serving_module(name)` returns
+  (module, {input: rank}, output names);
+- precision: fp32, tf32 (fp32 weights, TF32 matmuls), fp16, bf16: the module's weights and float
+  inputs are cast; float outputs come back as fp32;
+- attention: native or sdpa (the module's `set_attention(kernel)`);
+- compile: off, default or max-autotune-no-cudagraphs (torch.compile, dynamic shapes);
+- length_buckets: off, or input lengths "256,512,1024,1600": a batch's time axis (axis 1 of the
+  inputs of rank >= 2) is padded to the next one, and the outputs' time axis trimmed back with the
+  module's `output_frames(frames)`, so the results are those of the unbucketed batch;
+- cuda_graphs: True/False: one CUDA graph per (batch size, bucket), captured on first use;
+- ragged_outputs.
 """
 
 import importlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tuner_adapter.py ships beside this file
 
@@ -18,29 +29,188 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tuner_adapter import BatchingModel, model_path  # noqa: E402
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+COMPILE_MODES = ("off", "default", "max-autotune-no-cudagraphs")
+
+
+def parse_buckets(text):
+    """The sorted bucket boundaries of a length_buckets value; () for "off"."""
+    if text is None or str(text).strip().lower() in ("", "off", "none"):
+        return ()
+    try:
+        bounds = tuple(sorted({int(part) for part in str(text).split(",")}))
+    except ValueError:
+        raise ValueError(f"length_buckets must be off or input lengths like 256,512,1024, not {text!r}") from None
+    if bounds[0] < 1:
+        raise ValueError(f"length_buckets must be positive lengths, not {text!r}")
+    return bounds
+
+
+def bucket(frames, bounds):
+    """The length a batch of `frames` is padded to: the first boundary >= frames; a batch longer
+    than the last boundary keeps its own length (and runs without a CUDA graph)."""
+    for bound in bounds:
+        if frames <= bound:
+            return bound
+    return frames
+
+
+@dataclass(frozen=True)
+class Settings:
+    precision: str = "fp32"
+    attention: str = "native"
+    compile: str = "off"
+    length_buckets: tuple = ()
+    cuda_graphs: bool = False
+
+    @classmethod
+    def from_parameters(cls, params):
+        return cls(precision=params.get("precision", "fp32"), attention=params.get("attention", "native"),
+                   compile=params.get("compile", "off"),
+                   length_buckets=parse_buckets(params.get("length_buckets", "off")),
+                   cuda_graphs=str(params.get("cuda_graphs", "False")).lower() in ("true", "1", "on"))
+
+
+def refusal(settings, device, module):
+    """Why these settings cannot run this module on `device`; None when they can."""
+    if settings.precision not in DTYPES:
+        return f"precision must be one of {', '.join(DTYPES)}, not {settings.precision!r}"
+    if settings.compile not in COMPILE_MODES:
+        return f"compile must be one of {', '.join(COMPILE_MODES)}, not {settings.compile!r}"
+    if settings.attention != "native" and not hasattr(module, "set_attention"):
+        return f"{type(module).__name__} has no attention kernel choice (no set_attention)"
+    if settings.length_buckets and not hasattr(module, "output_frames"):
+        return f"length_buckets: {type(module).__name__} does not say how its outputs' time axis follows the input's"
+    if settings.cuda_graphs and torch.device(device).type != "cuda":
+        return f"cuda_graphs: CUDA graphs need a CUDA device; this instance runs on {device}"
+    if settings.cuda_graphs and not settings.length_buckets:
+        return "cuda_graphs needs length_buckets: a graph replays one shape, buckets bound how many there are"
+    return None
+
+
+class TorchRunner:
+    """One module on one device with the runtime settings: numpy feed in, numpy outputs out."""
+
+    def __init__(self, module, input_ranks, outputs, device, settings):
+        reason = refusal(settings, device, module)
+        if reason is not None:
+            raise ValueError(reason)
+        self.input_ranks, self.outputs, self.settings = dict(input_ranks), list(outputs), settings
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            # Process-wide, and every Triton instance is its own process. fp32 keeps PyTorch's
+            # defaults (cuDNN convolutions already use TF32, matmuls do not); tf32 adds matmuls.
+            torch.backends.cuda.matmul.allow_tf32 = settings.precision == "tf32"
+        if hasattr(module, "set_attention"):
+            module.set_attention(settings.attention)
+        self.dtype = DTYPES[settings.precision]
+        self.module = module.to(device=self.device, dtype=self.dtype).eval()
+        self.forward = self.module
+        if settings.compile != "off":
+            mode = None if settings.compile == "default" else settings.compile
+            # Compare the compiled module with `is`, never by truth value: torch.compile's
+            # OptimizedModule defines a __len__ that raises for a module without one, so
+            # `bool(compiled)` (`if model:`, `compiled or module`) is the TypeError
+            # "WenetEncoder does not support len()".
+            self.forward = torch.compile(self.module, dynamic=True, mode=mode)
+        # Pinned host buffers (PyTorch's caching host allocator reuses them) make the copies real
+        # DMA that overlaps other instances' work, and one synchronize per call replaces one
+        # per output. Always on: a pageable copy stages through a pinned buffer anyway.
+        self.pinned = cuda
+        self.graphs = {}  # input shapes -> (graph, static inputs, static outputs)
+        self.pool = torch.cuda.graph_pool_handle() if settings.cuda_graphs else None
+
+    def __call__(self, feed):
+        frames = next((np.shape(feed[n])[1] for n, r in self.input_ranks.items() if r >= 2), None)
+        target = frames
+        if self.settings.length_buckets and frames is not None:
+            target = bucket(frames, self.settings.length_buckets)
+            if target != frames:
+                feed = {n: pad_time(feed[n], target) if r >= 2 else feed[n] for n, r in self.input_ranks.items()}
+        tensors = [self._to_device(feed[name]) for name in self.input_ranks]
+        graphed = self.settings.cuda_graphs and frames is not None and frames <= self.settings.length_buckets[-1]
+        with torch.inference_mode():
+            results = self._replay(tensors) if graphed else self.forward(*tensors)
+            host = self._to_host(results)
+        if target != frames:
+            keep, padded = self.module.output_frames(frames), self.module.output_frames(target)
+            host = {n: v[:, :keep] if v.ndim >= 2 and v.shape[1] == padded else v for n, v in host.items()}
+        return host
+
+    def _to_device(self, array):
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.pinned:
+            tensor = tensor.pin_memory()
+        tensor = tensor.to(self.device, non_blocking=True)
+        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+
+    def _to_host(self, results):
+        host = {}
+        for name, value in zip(self.outputs, results):
+            if value.is_floating_point() and value.dtype != torch.float32:
+                value = value.float()
+            if self.pinned:
+                buffer = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+                host[name] = buffer.copy_(value, non_blocking=True)
+            else:
+                host[name] = value
+        if self.pinned:
+            torch.cuda.current_stream(self.device).synchronize()
+        return {name: value.numpy() for name, value in host.items()}
+
+    def _replay(self, tensors):
+        key = tuple(tuple(t.shape) for t in tensors)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(tensors)
+        graph, static_inputs, static_outputs = self.graphs[key]
+        for static, tensor in zip(static_inputs, tensors):
+            static.copy_(tensor)
+        graph.replay()
+        # The graphs share one memory pool: these outputs are valid until the next replay, and
+        # _to_host copies them out before this call returns.
+        return static_outputs
+
+    def _capture(self, tensors):
+        static_inputs = [t.clone() for t in tensors]
+        current = torch.cuda.current_stream(self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):  # warm-up outside the graph: cuDNN plans, compiled kernels
+            for _ in range(2):
+                self.forward(*static_inputs)
+        current.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: other threads' instances (benchmarks/gpu_ladder.py) keep running meanwhile.
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            static_outputs = self.forward(*static_inputs)
+        return graph, static_inputs, static_outputs
+
+
+def pad_time(array, frames):
+    """Zero-pad axis 1 of `array` to `frames`."""
+    pad = [(0, 0)] * array.ndim
+    pad[1] = (0, frames - array.shape[1])
+    return np.pad(array, pad)
+
+
+def load_definition(torch_module):
+    """(module, input ranks, output names) of a "module:name" definition."""
+    module_path, name = torch_module.split(":")
+    return importlib.import_module(module_path).serving_module(name)
 
 
 class TritonPythonModel(BatchingModel):
     def initialize(self, args):
         params = self.configure(args)
         with open(model_path(args, params.get("model_file", "model.json"))) as f:
-            module_path, name = json.load(f)["torch_module"].split(":")
-        module, self.input_ranks, outputs = importlib.import_module(module_path).serving_module(name)
+            module, self.input_ranks, outputs = load_definition(json.load(f)["torch_module"])
         self.outputs = list(outputs)
         if args.get("model_instance_kind") == "GPU":
-            self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
+            device = torch.device(f"cuda:{args['model_instance_device_id']}")
         else:
-            self.device = torch.device("cpu")
-        self.dtype = _DTYPES[params.get("precision", "fp32")]
-        self.module = module.to(device=self.device, dtype=self.dtype).eval()
-
-    def _tensor(self, array):
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
-        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+            device = torch.device("cpu")
+        self.runner = TorchRunner(module, self.input_ranks, self.outputs, device, Settings.from_parameters(params))
 
     def infer(self, feed):
-        with torch.inference_mode():
-            results = self.module(*(self._tensor(feed[name]) for name in self.input_ranks))
-        return {name: (value.float() if value.is_floating_point() else value).cpu().numpy()
-                for name, value in zip(self.outputs, results)}
+        return self.runner(feed)

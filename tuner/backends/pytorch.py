@@ -1,11 +1,13 @@
-"""PyTorch on GPU: the model's own PyTorch definition run in fp32, fp16 or bf16 on the instance's GPU.
+"""PyTorch on GPU: the model's own PyTorch definition run in fp32, tf32, fp16 or bf16 on the instance's GPU.
 
 An ONNX file cannot be turned back into a torch module, so this backend serves models whose
 PyTorch definition tuner has: the zoo models (`ModelSource.torch_module`, e.g.
 "tuner.zoo.wenet:wenet", whose `serving_module(name)` builds the very module the ONNX file was
 exported from, same seeded weights). The artifact is a small JSON file naming that definition;
 the python-backend adapter (templates/python/pytorch_model.py) builds the module, moves it to
-the GPU Triton assigned the instance, and casts it to the precision.
+the GPU Triton assigned the instance, and casts it to the precision. The runtime knobs of the
+pytorch family (tuner/knobs.py: attention, compile, length_buckets, cuda_graphs) reach the adapter
+as parameters; docs/gpu.md describes the ladder they form.
 
 Native form: Triton's pytorch backend runs TorchScript (`platform: "pytorch_libtorch"`, model.pt);
 tuner does not script the zoo modules, so export this backend with `--form adapter`.
@@ -43,17 +45,19 @@ class PyTorchBackend(Backend):
     name = "pytorch"
     family = "pytorch"
     triton_backend = "pytorch"
-    precisions = ("fp32", "fp16", "bf16")
+    precisions = ("fp32", "tf32", "fp16", "bf16")
     native_precisions = ()
     kinds = ("KIND_GPU",)
     adapter_model_file = ADAPTER_DIR / "pytorch_model.py"
 
     def check(self, kind: str, precision: str) -> str | None:
-        if precision == "bf16" and _cuda_reason() is None:
+        if precision in ("bf16", "tf32") and _cuda_reason() is None:
             import torch
 
-            if not torch.cuda.is_bf16_supported():
+            if precision == "bf16" and not torch.cuda.is_bf16_supported():
                 return "this GPU has no bf16"
+            if precision == "tf32" and torch.cuda.get_device_capability() < (8, 0):
+                return "this GPU has no TF32 tensor cores (compute capability 8.0 or newer)"
         return _cuda_reason()
 
     def prepare(self, request: PrepareRequest) -> Path:

@@ -2,7 +2,10 @@
 
 Used where `tensorrt` is importable (a machine with an NVIDIA GPU and TensorRT installed); the
 engine is specific to that GPU and TensorRT version. One optimization profile covers batch 1 to
-the largest max_batch_size of the space and, for variable dims, the range seen in the samples.
+the largest max_batch_size of the space and, for variable dims, the range seen in the study's
+sample requests (tuner.trial.artifact passes them; int8 calibration inputs stand in, and without
+either the dim spans SIGNATURE_RANGE). Not yet run on real hardware: no machine at hand has
+TensorRT (`tuner doctor` says so).
 fp16 lets TensorRT pick fp16 kernels; int8 builds from the symmetric Q/DQ graph of the
 onnxruntime backend (explicit quantization). A timing cache shared by all builds in the cache
 folder makes rebuilds fast. Served natively only (`platform: "tensorrt_plan"`): there is no
@@ -41,20 +44,27 @@ def _tensorrt_version() -> str | None:
     return trt.__version__
 
 
+# A variable dim no sample sizes (no samples reached `prepare`) spans this range: any length a
+# request may plausibly have, at the price of kernels tuned for the longest.
+SIGNATURE_RANGE = (1, 4096)
+
+
 def shape_profile(signature: Signature, samples: Sequence[Mapping[str, np.ndarray]], max_batch_size: int) -> Profile:
-    """(min, opt, max) shape of every input: batch 1..max_batch_size, variable dims over the samples'
-    range; opt is the largest, the shape of a full padded batch under load."""
-    if any(-1 in t.dims for t in signature.inputs) and not samples:
-        raise TrialError("TensorRT needs sample inputs to size the optimization profile of variable dims")
+    """(min, opt, max) shape of every input: batch 1..max_batch_size; a variable dim over the range
+    the samples span, or SIGNATURE_RANGE where no sample has the input; fixed dims as declared.
+    opt is the largest: the shape of a full padded batch under load."""
     profile: Profile = {}
     for t in signature.inputs:
         low, high = [], []
         for axis, size in enumerate(t.dims):
-            seen = [np.shape(s[t.name])[axis] for s in samples] if size == -1 else [size]
-            low.append(min(seen))
-            high.append(max(seen))
+            if size != -1:
+                seen = [size]
+            else:
+                seen = [np.shape(s[t.name])[axis] for s in samples if t.name in s] or list(SIGNATURE_RANGE)
+            low.append(int(min(seen)))
+            high.append(int(max(seen)))
         if signature.batched:
-            low, high = [1, *low], [max_batch_size, *high]
+            low, high = [1, *low], [max(max_batch_size, 1), *high]
         profile[t.name] = (low, list(high), high)
     return profile
 
@@ -115,7 +125,7 @@ class TensorRtBackend(Backend):
         from tuner.signature import read_signature
 
         # int8 calibration inputs are requests too: they size the profile when no samples came.
-        samples = request.samples or request.calibration_samples
+        samples = list(request.samples) or list(request.calibration_samples)
         profile = shape_profile(read_signature(request.onnx_path), samples, max(request.max_batch_size, 1))
         source = request.onnx_path
         if request.precision == "int8":

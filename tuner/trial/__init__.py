@@ -29,6 +29,8 @@ from tuner.trial.artifact import prepare
 from tuner.trial.deploy import deploy, package
 from tuner.trial.guard import AccuracyGuard, Rejected
 from tuner.trial.loadtest import load_test, perf_runner
+from tuner.study import give_back_reason
+from tuner.workers import Worker
 from tuner.workspace import Sample, Workspace
 
 __all__ = ["TrialRunner", "usable_runtimes"]
@@ -50,11 +52,13 @@ class TrialRunner:
 
     def __init__(self, exp: Experiment, source: ModelSource, server: Server, ws: Workspace, samples: list[Sample],
                  note: Callable[[str], None] = lambda message: None,
-                 on_start: Callable[[int, Candidate], None] = lambda number, candidate: None):
+                 on_start: Callable[[int, Candidate], None] = lambda number, candidate: None,
+                 worker: Worker | None = None):
         """`server` is running; `note` hears which requested runtimes it cannot run and why,
-        `on_start` each trial's candidate as it starts."""
+        `on_start` each trial's candidate as it starts; each trial records `worker`, where it was
+        measured."""
         self.exp, self.source, self.server, self.ws, self.samples = exp, source, server, ws, samples
-        self.on_start = on_start
+        self.on_start, self.worker = on_start, worker
         # A server with a runtime's own Triton backend gets its native config; the bundled one
         # has only the python backend, which serves the adapters.
         self.server_backends = tuple(server.backends())
@@ -67,6 +71,14 @@ class TrialRunner:
         self._loaded_config: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        reason = give_back_reason(trial.study, trial.number, self.exp.trials)
+        if reason is not None:
+            # Another worker took this part of the budget between our look and our ask.
+            trial.set_user_attr("surplus", True)
+            record.failed(trial, f"not measured: {reason}", "surplus")
+            raise TrialError(reason)
+        for key, value in (self.worker.trial_attrs if self.worker else {}).items():
+            trial.set_user_attr(key, value)
         candidate = self._suggest(trial)
         trial.set_user_attr("candidate", candidate.as_dict())
         self.on_start(trial.number, candidate)

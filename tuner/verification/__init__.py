@@ -77,6 +77,8 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
         return None
     baseline = frame[frame.baseline & frame.number.isin(chosen)]
     default = int(baseline.number.iloc[0]) if not baseline.empty else None
+    # Each finalist's cost is at the price of the machine kind its trial was measured on.
+    prices = {n: study.trials[n].user_attrs.get("price_per_hour", exp.price_per_hour) for n in chosen}
     note(f"verifying {len(chosen)} finalists (trials {', '.join(map(str, chosen))}) in interleaved rounds")
     order = random.Random(exp.seed)
     started = time.monotonic()
@@ -97,7 +99,8 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
                 break
         else:
             rounds.append({n: measured[n] for n in chosen})
-            decision = finalists.decide(rounds, exp.max_p99_ms, default, exp.seed or 0)
+            decision = finalists.decide(rounds, exp.max_p99_ms, default, exp.seed or 0,
+                                        min_throughput=exp.min_throughput, prices=prices, objective=exp.objective)
             note(_round_line(decision, len(rounds)))
             winner = decision["winner"]
             if (len(rounds) >= spec.min_rounds and winner is not None

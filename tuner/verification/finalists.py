@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from tuner import results
+from tuner.cost import cost_per_million
 from tuner.verification.stats import interval, p_best, paired_ratio
 
 NEAR_SLA = 1.25  # a trial whose single draw is this close over the SLA may verify within it
@@ -30,19 +31,29 @@ def choose(frame: pd.DataFrame, max_p99_ms: float | None, leaders: int = 3) -> l
 
 
 def decide(rounds: Sequence[Mapping[int, Mapping[str, float]]], max_p99_ms: float | None,
-           default: int | None, seed: int = 0) -> dict:
-    """Each finalist's verified throughput and p99 (median of the rounds, with intervals); the
-    winner: the highest verified median among those whose p99's upper bound meets the SLA."""
+           default: int | None, seed: int = 0, *, min_throughput: float | None = None,
+           prices: Mapping[int, float | None] | None = None, objective: str = "throughput") -> dict:
+    """Each finalist's verified throughput and p99 (median of the rounds, with intervals), and its
+    cost per million inferences where its machine's price is known; the winner: among those whose
+    p99's upper bound meets the SLA and whose median meets the throughput floor, the highest
+    verified median, or with the cost objective the lowest verified cost."""
     numbers = list(rounds[0])
+    prices = prices or {}
     throughput = {n: [r[n]["throughput"] for r in rounds] for n in numbers}
     p99 = {n: [r[n]["p99_ms"] for r in rounds] for n in numbers}
     finalists = {}
     for n in numbers:
         t, p = interval(throughput[n], seed), interval(p99[n], seed)
         finalists[n] = {"throughput": t.as_dict(), "p99_ms": p.as_dict(),
-                        "meets_sla": max_p99_ms is None or p.high <= max_p99_ms}
-    eligible = [n for n in numbers if finalists[n]["meets_sla"]]
-    winner = max(eligible, key=lambda n: finalists[n]["throughput"]["median"], default=None)
+                        "meets_sla": max_p99_ms is None or p.high <= max_p99_ms,
+                        "meets_floor": min_throughput is None or t.median >= min_throughput,
+                        "cost_per_million": cost_per_million(t.median, prices.get(n))}
+    eligible = [n for n in numbers if finalists[n]["meets_sla"] and finalists[n]["meets_floor"]]
+    if objective == "cost":
+        priced = [n for n in eligible if finalists[n]["cost_per_million"] is not None]
+        winner = min(priced, key=lambda n: finalists[n]["cost_per_million"], default=None)
+    else:
+        winner = max(eligible, key=lambda n: finalists[n]["throughput"]["median"], default=None)
     decision: dict = {"rounds": len(rounds), "finalists": finalists, "winner": winner, "default": default,
                       "p_best": None, "vs_default": None}
     if winner is not None:

@@ -13,7 +13,7 @@ from tuner.zoo.wenet.config import OPSET, get_config
 log = logging.getLogger(__name__)
 
 # Bump whenever the model code or the export settings change: it is part of the cache key.
-EXPORTER_VERSION = "tuner-wenet-onnx-2"
+EXPORTER_VERSION = "tuner-wenet-onnx-3"  # 3: pointwise convolutions as matmuls
 
 
 @dataclass(frozen=True)

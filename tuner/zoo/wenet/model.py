@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tuner.zoo.wenet.audio import fbank_stats
-from tuner.zoo.wenet.config import ENCODER_OUTPUTS, WenetConfig, get_config
+from tuner.zoo.wenet.config import ENCODER_OUTPUTS, WenetConfig, get_config, subsampled_frames
 
 
 def sinusoid(frames: int, d_model: int, like: torch.Tensor) -> torch.Tensor:
@@ -170,14 +170,47 @@ class RelPositionMultiHeadedAttention(MultiHeadedAttention):
         p = self.split_heads(self.linear_pos(pos_emb)).transpose(1, 2)  # (1, head, T, d_k)
         q_with_bias_u = (q + self.pos_bias_u).transpose(1, 2)
         q_with_bias_v = (q + self.pos_bias_v).transpose(1, 2)
+        if self.kernel == "sdpa":
+            return self.fused(q_with_bias_u, q_with_bias_v, k, p, v, mask)
         matrix_ac = torch.matmul(q_with_bias_u, k.transpose(-2, -1))
         matrix_bd = torch.matmul(q_with_bias_v, p.transpose(-2, -1))
         scores = (matrix_ac + matrix_bd) / math.sqrt(self.d_k)
         return self.forward_attention(v, scores, mask)
 
+    # "native" (the matmuls and masked softmax above) or "sdpa" (`fused`); set_attention sets it.
+    kernel = "native"
+
+    def fused(self, q_u: torch.Tensor, q_v: torch.Tensor, k: torch.Tensor, p: torch.Tensor,
+              v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The same attention through torch's scaled_dot_product_attention kernels.
+
+        The relative-position term rides along the keys: (q+u)k^T + (q+v)p^T is one product
+        [q+u | q+v] [k | p]^T with a head size of 2 d_k, so no (B, head, T, T) score or bias
+        tensor is materialised. The padding mask is an additive float bias, broadcast over
+        heads and queries. A key-less row (an empty utterance) gives zeros, as natively.
+        """
+        b = q_u.size(0)
+        query = torch.cat((q_u, q_v), dim=-1)
+        key = torch.cat((k, p.expand(b, -1, -1, -1)), dim=-1)
+        keep = mask.unsqueeze(1)  # (B, 1, 1 or T1, T2)
+        bias = torch.zeros(keep.shape, dtype=query.dtype, device=query.device)
+        bias = bias.masked_fill(~keep, torch.finfo(query.dtype).min)
+        x = nn.functional.scaled_dot_product_attention(query, key, v, attn_mask=bias,
+                                                       scale=1.0 / math.sqrt(self.d_k))
+        x = x.masked_fill(~keep.any(dim=-1, keepdim=True), 0.0)  # (B, head, T1, d_k)
+        x = x.transpose(1, 2).reshape(b, x.size(2), self.h * self.d_k)
+        return self.linear_out(x)
+
+
+ATTENTION_KERNELS = ("native", "sdpa")
+
 
 class ConvolutionModule(nn.Module):
     """Pointwise conv + GLU, depthwise conv, norm, swish, pointwise conv."""
+
+    # fp16 depthwise convolutions run in fp32 (see `depthwise`); a class switch so the GPU
+    # ladder benchmark can measure the cuDNN path it replaces (benchmarks/gpu_ladder.py).
+    fp16_depthwise_in_fp32 = True
 
     def __init__(self, channels: int, kernel_size: int, norm: str) -> None:
         super().__init__()
@@ -191,22 +224,46 @@ class ConvolutionModule(nn.Module):
         self.activation = nn.SiLU()
         self.pointwise_conv2 = nn.Conv1d(channels, channels, 1)
 
+    @staticmethod
+    def pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+        """A kernel-1 Conv1d applied to (B, T, C) as the matmul it is.
+
+        On a GPU, a convolution whose input length is new to cuDNN costs an execution-plan
+        build (about a millisecond of CPU, more for fp16); with utterances of every length,
+        each call is new. A matmul has no such per-shape cost, and needs no transposes.
+        """
+        return nn.functional.linear(x, conv.weight.squeeze(-1), conv.bias)
+
+    def depthwise(self, x: torch.Tensor) -> torch.Tensor:
+        """The depthwise conv of (B, C, T).
+
+        PyTorch sends fp16 (and only fp16) depthwise convolutions to cuDNN, where each new
+        input length builds a new execution plan: with utterances of every length that made
+        fp16 calls about 8x slower than fp32 at batch 1 on an H200. fp32 and bf16 use
+        PyTorch's own depthwise kernel, so fp16 runs this small, memory-bound conv in fp32.
+        """
+        conv = self.depthwise_conv
+        if x.dtype == torch.float16 and self.fp16_depthwise_in_fp32:
+            bias = None if conv.bias is None else conv.bias.float()
+            x32 = nn.functional.conv1d(x.float(), conv.weight.float(), bias, conv.stride, conv.padding,
+                                       conv.dilation, conv.groups)
+            return x32.to(x.dtype)
+        return conv(x)
+
     def forward(self, x: torch.Tensor, mask_pad: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, C), ``mask_pad`` (B, 1, T) True on valid frames."""
-        x = x.transpose(1, 2)  # (B, C, T)
-        x = nn.functional.glu(self.pointwise_conv1(x), dim=1)
+        x = nn.functional.glu(self.pointwise(self.pointwise_conv1, x), dim=-1)
         # WeNet zeroes padded frames before pointwise_conv1; its bias then makes them non-zero
         # again after the GLU, so valid frames near the end still see padding. Zeroing right
         # before the depthwise conv makes a padded batch match each utterance run alone.
-        x = x.masked_fill(~mask_pad, 0.0)
-        x = self.depthwise_conv(x)
+        x = x.masked_fill(~mask_pad.transpose(1, 2), 0.0).transpose(1, 2)  # (B, C, T)
+        x = self.depthwise(x)
         if self.use_layer_norm:
-            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+            x = self.norm(x.transpose(1, 2))
         else:
-            x = self.norm(x)
-        x = self.pointwise_conv2(self.activation(x))
-        x = x.masked_fill(~mask_pad, 0.0)
-        return x.transpose(1, 2)
+            x = self.norm(x).transpose(1, 2)
+        x = self.pointwise(self.pointwise_conv2, self.activation(x))  # (B, T, C)
+        return x.masked_fill(~mask_pad.transpose(1, 2), 0.0)
 
 
 class ConformerEncoderLayer(nn.Module):
@@ -246,6 +303,19 @@ class WenetEncoder(nn.Module):
         self.encoders = nn.ModuleList(ConformerEncoderLayer(cfg) for _ in range(cfg.encoder_blocks))
         self.after_norm = nn.LayerNorm(cfg.d_model, eps=1e-5)
         self.ctc_lo = nn.Linear(cfg.d_model, cfg.vocab_size)
+
+    def set_attention(self, kernel: str) -> None:
+        """Run every self-attention with ``kernel``: "native" or "sdpa" (the runtime's knob)."""
+        if kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_KERNELS)}, not {kernel!r}")
+        for layer in self.encoders:
+            layer.self_attn.kernel = kernel
+
+    @staticmethod
+    def output_frames(frames: int) -> int:
+        """Output time steps of ``frames`` input frames: what a runtime that pads the time axis
+        further (length buckets) trims the time axis of the outputs back to."""
+        return subsampled_frames(frames)
 
     @staticmethod
     def subsampled_mask(speech_lengths: torch.Tensor, frames: int) -> torch.Tensor:
