@@ -155,8 +155,12 @@ def verified_lines(frame: pd.DataFrame, verified: dict) -> list[str]:
     for number, figures in verified["finalists"].items():
         role = ("winner " if number == verified["winner"] else "") + ("default" if number == verified["default"] else "")
         sla = "" if verified.get("max_p99_ms") is None else ("  meets SLA" if figures["meets_sla"] else "  misses SLA")
+        floor = "" if figures.get("meets_floor", True) else "  under the throughput floor"
+        cost = figures.get("cost_per_million")
+        cost = "" if cost is None else f", {cost:.4g} per million inferences"
         lines.append(f"  trial {number} {role.strip() or ''}: {_interval(figures['throughput'], 'infer/s')}, "
-                     f"p99 {_interval(figures['p99_ms'], 'ms')}{sla}  ({describe(rows.loc[number].to_dict())})")
+                     f"p99 {_interval(figures['p99_ms'], 'ms')}{cost}{sla}{floor}  "
+                     f"({describe(rows.loc[number].to_dict())})")
     if verified["winner"] is None:
         lines.append("  no finalist meets the SLA on its verified p99 (upper bound): raise the SLA or search longer")
         return lines

@@ -1,63 +1,28 @@
 """The dashboard over a study in a real PostgreSQL (scripts/postgres.sh), as several workers fill it:
 it follows the study live, shows which worker measured each trial and what a million inferences cost.
 
-The server is the one scripts/postgres.sh runs; started here, it is stopped at the end of the
-session, left running when it already was. The test gets a database of its own, dropped after it.
+The server is the tests' own (tests/postgres_server.py); the test gets a database of its own,
+dropped after it.
 """
 
-import subprocess
-import uuid
-from pathlib import Path
-
 import pytest
-import sqlalchemy
 
 from dashboard_studies import make_study, measured
 
 psycopg = pytest.importorskip("psycopg", reason="tuner's postgres extra (scripts/setup.sh installs it)")
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "postgres.sh"
-
-
-def _script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
-
-
-def _libpq(url: str) -> str:
-    return sqlalchemy.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> str:
-    was_running = _script("status").returncode == 0
-    started = _script()
-    assert started.returncode == 0, started.stderr
-    yield started.stdout.strip().splitlines()[-1]
-    if not was_running:
-        assert _script("stop").returncode == 0
-
-
-@pytest.fixture
-def database(postgres) -> str:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq(postgres), autocommit=True) as db:
-        db.execute(f'CREATE DATABASE "{name}"')
-    yield sqlalchemy.engine.make_url(postgres).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(_libpq(postgres), autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _trials_table(at):
     return next(d.value for d in at.dataframe if "max_rel_error" in d.value.columns or "duration_s" in d.value.columns)
 
 
-def test_the_dashboard_follows_a_postgresql_study_of_two_workers_with_its_cost(database, dashboard):
+def test_the_dashboard_follows_a_postgresql_study_of_two_workers_with_its_cost(postgres_database, dashboard):
     a = {"worker": "host-a/w0", "host": "host-a", "hardware": "cpu x2", "price_per_hour": 3.6}
     b = {"worker": "host-b/w0", "host": "host-b", "hardware": "cpu x2", "price_per_hour": 3.6}
-    study = make_study(database, "shared", [measured(1000.0, 5.0, baseline=True, **a),
+    study = make_study(postgres_database, "shared", [measured(1000.0, 5.0, baseline=True, **a),
                                             measured(2000.0, 6.0, instances=2, **b)])
-    at = dashboard(database)
-    assert f"study storage: `{database}`" in [c.value for c in at.caption]
+    at = dashboard(postgres_database)
+    assert f"study storage: `{postgres_database}`" in [c.value for c in at.caption]
     assert next(m for m in at.metric if m.label == "trial").value == "1"
     assert any(c.value.startswith("Cost: 0.5 per million inferences at 2000.0 infer/s") for c in at.caption)
     table = _trials_table(at)

@@ -1,7 +1,3 @@
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,18 +35,3 @@ def write_experiment(path: Path, **fields) -> Path:
     path.write_text(yaml.safe_dump(spec))
     return path
 
-
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A real PostgreSQL on loopback (scripts/postgres.sh) with a data directory of this test run,
-    stopped and removed at the end. The directory is world-searchable: postgres runs as its own
-    user and must reach it."""
-    data = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
-    os.chmod(data, 0o755)
-    env = dict(os.environ, TUNER_PG_DIR=str(data / "data"), TUNER_PG_PORT=str(56000 + os.getpid() % 1000))
-    script = Path(__file__).resolve().parents[2] / "scripts" / "postgres.sh"
-    started = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert started.returncode == 0, started.stderr[-2000:]
-    yield started.stdout.strip().splitlines()[-1]
-    subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=120)
-    shutil.rmtree(data, ignore_errors=True)

@@ -2,8 +2,8 @@
 tuner.storage opens it (heartbeats for writers, read-only for the dashboard), its faults are one
 line with the password masked, and a search with a price per hour reports and exports its cost.
 
-The server is the one scripts/postgres.sh runs (TUNER_PG_DIR, TUNER_PG_PORT); started here, it is
-stopped at the end of the session, left running when it already was. Each test gets a database
+The server is the tests' own (tests/postgres_server.py: scripts/postgres.sh on a data directory of
+the session, stopped at its end). Each test gets a database
 of its own, dropped after it.
 """
 
@@ -12,62 +12,31 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
 from typer.testing import CliRunner
 
 from conftest import write_experiment
+from postgres_server import libpq
 from tuner import storage as tuner_storage
 from tuner.cli import app
 from tuner.errors import TunerError
 
 psycopg = pytest.importorskip("psycopg", reason="tuner's postgres extra (scripts/setup.sh installs it)")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "postgres.sh"
 
-
-def _script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="session")
-def postgres() -> str:
-    """The storage URL of the server scripts/postgres.sh runs (its last line of output)."""
-    was_running = _script("status").returncode == 0
-    started = _script()
-    assert started.returncode == 0, started.stderr
-    url = started.stdout.strip().splitlines()[-1]
-    assert url.startswith("postgresql+psycopg://tuner@")
+def test_the_script_run_again_finds_its_server_and_only_prints_the_url(postgres):
+    assert postgres.url.startswith("postgresql+psycopg://tuner@127.0.0.1:")
     again = time.monotonic()
-    assert _script().stdout.strip().splitlines()[-1] == url  # a second run finds it and only prints the URL
+    rerun = postgres.script()
+    assert rerun.returncode == 0 and rerun.stdout.strip().splitlines()[-1] == postgres.url
     assert time.monotonic() - again < 5
-    yield url
-    if not was_running:
-        stopped = _script("stop")
-        assert stopped.returncode == 0, stopped.stderr
-
-
-def _libpq(url: str) -> str:
-    return sqlalchemy.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def database(postgres) -> str:
-    """A fresh database of the server, as a storage URL; dropped after the test."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq(postgres), autocommit=True) as db:
-        db.execute(f'CREATE DATABASE "{name}"')
-    yield sqlalchemy.engine.make_url(postgres).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(_libpq(postgres), autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert postgres.script("status").returncode == 0
 
 
 def _tables(url: str) -> list[str]:
-    with psycopg.connect(_libpq(url)) as db:
+    with psycopg.connect(libpq(url)) as db:
         return [r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
 
 
@@ -78,11 +47,11 @@ def _closed_port() -> int:
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_a_reader_follows_what_a_writer_adds_to_the_study(database):
-    writer = tuner_storage.open_storage(database)
+def test_a_reader_follows_what_a_writer_adds_to_the_study(postgres_database):
+    writer = tuner_storage.open_storage(postgres_database)
     assert writer.get_heartbeat_interval() == tuner_storage.HEARTBEAT_INTERVAL_S
     study = optuna.create_study(study_name="live", storage=writer, directions=["maximize", "minimize"])
-    reader = tuner_storage.open_storage(database, read_only=True)
+    reader = tuner_storage.open_storage(postgres_database, read_only=True)
     assert reader.get_heartbeat_interval() is None  # the dashboard keeps no heartbeat
     following = optuna.load_study(study_name="live", storage=reader)
     assert following.trials == []
@@ -96,10 +65,10 @@ def test_a_reader_follows_what_a_writer_adds_to_the_study(database):
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore:Heartbeat of storage")
-def test_the_trial_of_a_killed_worker_fails_through_its_heartbeat(database, monkeypatch):
+def test_the_trial_of_a_killed_worker_fails_through_its_heartbeat(postgres_database, monkeypatch):
     monkeypatch.setattr(tuner_storage, "HEARTBEAT_INTERVAL_S", 1)
     monkeypatch.setattr(tuner_storage, "GRACE_PERIOD_S", 1)
-    writer = tuner_storage.open_storage(database)
+    writer = tuner_storage.open_storage(postgres_database)
     study = optuna.create_study(study_name="stale", storage=writer, directions=["maximize", "minimize"])
     trial = study.ask()
     writer.record_heartbeat(trial._trial_id)  # what a running search does every interval, until killed
@@ -108,13 +77,13 @@ def test_the_trial_of_a_killed_worker_fails_through_its_heartbeat(database, monk
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
 
 
-def test_the_dashboard_reader_creates_nothing_in_an_empty_database(database):
+def test_the_dashboard_reader_creates_nothing_in_an_empty_database(postgres_database):
     with pytest.raises(TunerError) as failed:
-        tuner_storage.open_storage(database, read_only=True)
+        tuner_storage.open_storage(postgres_database, read_only=True)
     message = str(failed.value)
-    assert message.startswith(f"cannot open study storage '{database}': ") and "\n" not in message
+    assert message.startswith(f"cannot open study storage '{postgres_database}': ") and "\n" not in message
     assert "exception is raised during the commit" not in message  # the cause, not Optuna's wrapper
-    assert _tables(database) == []
+    assert _tables(postgres_database) == []
 
 
 def test_an_unreachable_postgresql_is_one_line_with_the_password_masked():
@@ -150,23 +119,23 @@ def test_a_missing_driver_says_how_to_install_it(tmp_path):
         assert "pw@" not in lines[0] and "pip install 'tuner[postgres]'" in lines[0]
 
 
-def test_a_search_on_postgresql_with_a_price_reports_and_exports_its_cost(database, mlp_onnx, tmp_path):
+def test_a_search_on_postgresql_with_a_price_reports_and_exports_its_cost(postgres_database, mlp_onnx, tmp_path):
     spec = write_experiment(tmp_path / "exp.yaml", results_dir=str(tmp_path / "results"), trials=3,
                             verify={"leaders": 1, "min_rounds": 2, "max_rounds": 2})
     runner = CliRunner()
     searched = runner.invoke(app, ["search", "--model", str(mlp_onnx), "--experiment", str(spec),
-                                   "--storage", database, "--study", "priced", "--price-per-hour", "3.6"])
+                                   "--storage", postgres_database, "--study", "priced", "--price-per-hour", "3.6"])
     assert searched.exit_code == 0, searched.output
-    study = optuna.load_study(study_name="priced", storage=database)
+    study = optuna.load_study(study_name="priced", storage=postgres_database)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert done and all(t.user_attrs["price_per_hour"] == 3.6 and t.user_attrs.get("worker") for t in done)
 
-    reported = runner.invoke(app, ["report", "--study", "priced", "--storage", database])
+    reported = runner.invoke(app, ["report", "--study", "priced", "--storage", postgres_database])
     assert reported.exit_code == 0, reported.output
     assert "cost / 1M" in reported.output and "per million inferences" in reported.output
 
     out = tmp_path / "export"
-    exported = runner.invoke(app, ["export", "--study", "priced", "--storage", database, "--out", str(out)])
+    exported = runner.invoke(app, ["export", "--study", "priced", "--storage", postgres_database, "--out", str(out)])
     assert exported.exit_code == 0, exported.output
     claim = json.loads((out / "tuner-claim.json").read_text())
     throughput = claim["figures"]["throughput"]["median"]

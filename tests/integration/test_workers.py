@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 
 from tests.integration.conftest import write_experiment
 from tests.models import mlp

@@ -3,12 +3,14 @@
 import optuna
 import pytest
 
+from tuner.candidate import Candidate
+
 from tuner.experiment import MeasureSpec, build
 from tuner.measure.metrics import ServerMetrics
 from tuner.measure.perf_analyzer import Measurement
 from tuner.trial import record
 from tuner.trial.deploy import package
-from tuner.trial.guard import AccuracyGuard, Rejected
+from tuner.trial.guard import AccuracyGuard, Rejected, numerics_key
 from tuner.trial.loadtest import PerfRun, load_test
 
 METRICS = ServerMetrics(1, 0.5, 1.0, None, None, None)
@@ -61,11 +63,24 @@ def test_a_package_holds_config_files_and_warmup_inputs(tmp_path):
 
 def test_the_guard_trusts_the_reference_and_remembers_failures():
     guard = AccuracyGuard(source=None, spec=None, samples=[])
-    assert guard.check("onnxruntime:fp32", "unused") is None  # the reference is not checked against itself
-    guard.verdicts["openvino:int8"] = {"passed": False, "reason": "max rel error 0.5 > 0.1"}
-    assert guard.known_failure("openvino:int8")["reason"].startswith("max rel")
+    reference = Candidate(backend="onnxruntime", precision="fp32")
+    assert guard.check(reference, "unused") is None  # the reference is not checked against itself
+    int8 = Candidate(backend="openvino", precision="int8", family="openvino")
+    guard.verdicts[numerics_key(int8)] = {"passed": False, "reason": "max rel error 0.5 > 0.1"}
+    assert guard.known_failure(int8)["reason"].startswith("max rel")
     with pytest.raises(Rejected, match="accuracy check failed: max rel error"):
-        guard.check("openvino:int8", "unused")
+        guard.check(int8, "unused")
+
+
+def test_each_setting_of_a_runtimes_knobs_is_checked_on_its_own():
+    # sdpa attention or CUDA graphs compute differently from the same runtime without them.
+    native = Candidate(backend="pytorch", precision="fp16", family="pytorch", attention="native")
+    sdpa = Candidate(backend="pytorch", precision="fp16", family="pytorch", attention="sdpa")
+    assert numerics_key(native) != numerics_key(sdpa)
+    assert numerics_key(native).startswith("pytorch:fp16 ")
+    guard = AccuracyGuard(source=None, spec=None, samples=[])
+    guard.verdicts[numerics_key(sdpa)] = {"passed": False, "reason": "greedy CTC tokens agree on 90%"}
+    assert guard.known_failure(sdpa) is not None and guard.known_failure(native) is None
 
 
 def _study(values_and_params):

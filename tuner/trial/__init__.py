@@ -134,7 +134,7 @@ class TrialRunner:
         return None
 
     def _run(self, trial: optuna.Trial, candidate: Candidate) -> tuple[float, float]:
-        known = self.guard.known_failure(candidate.runtime)
+        known = self.guard.known_failure(candidate)
         if known is not None:
             raise Rejected(known)
         if not self.server.is_alive():
@@ -157,7 +157,7 @@ class TrialRunner:
         self._loaded_config = config
         record.deployed(trial, deployed)
 
-        verdict = self.guard.check(candidate.runtime, self.server.grpc_url)
+        verdict = self.guard.check(candidate, self.server.grpc_url)
         if verdict is not None:
             trial.set_user_attr("accuracy", verdict)
 
