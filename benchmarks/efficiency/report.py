@@ -46,6 +46,60 @@ def objective_table(rows: Sequence[dict]) -> str:
     return md_table(headers, body)
 
 
+def pct(x: float | None, none: str = "-") -> str:
+    """A relative half-width (0.05) as +-5.0%."""
+    return none if x is None or x != x or x == float("inf") else f"+-{100 * x:.1f}%"
+
+
+def noise_line(noise: dict) -> str:
+    """The machine's noise as the truth's interleaved rounds saw it (truth.truth_noise)."""
+    if not noise or not noise.get("candidates"):
+        return "Noise: no truth was measured."
+    parts = [f"Noise of this machine (truth: {noise['candidates']} points x {noise['rounds']} interleaved rounds, each "
+             f"point reloaded every round{', ' + format(noise['seconds'], '.0f') + ' s' if 'seconds' in noise else ''}):"]
+    if "half_width_median" in noise:
+        parts.append(f"a point's throughput 95% interval {pct(noise['half_width_median'])} (median over the points; "
+                     f"worst {pct(noise['half_width_worst'])}), its p99's {pct(noise['p99_half_width_median'])};")
+    if "max_over_min_median" in noise:
+        parts.append(f"one point's rounds max/min {noise['max_over_min_median']:.3f} (median; worst "
+                     f"{noise['max_over_min_worst']:.3f});")
+    if noise.get("round_levels"):
+        parts.append("each round's level (median over the points of round / truth median): "
+                     + ", ".join(f"{x:.3f}" for x in noise["round_levels"]) + ".")
+    return " ".join(parts)
+
+
+def verified_table(rows: Sequence[dict]) -> str:
+    """The headline: per objective, the search's whole time (sampling + verification) as a share of T_grid when its
+    verified pick is worth >= 0.95 of the verified best by the truth and meets the SLA there; the noise per row."""
+    headers = ["objective", "SLA p99 ms", "verified best infer/s [95% interval] (noise)", "searches",
+               "time to verified pick >= 0.95 / T_grid: median", "min", "max", "reached",
+               "verification share of search time: median (min-max)", "pick / verified best per seed (truth)",
+               "pick's truth interval per seed", "pick meets SLA by truth p99 upper bound", "search time / T_grid per seed",
+               "verification rounds per seed"]
+    body = []
+    for r in rows:
+        t, b, v = r["time_fraction"], r["best"], r["verification_share"]
+        kind = ("unconstrained, judged on its finalists" if r["derived"]
+                else "unconstrained" if r["sla_ms"] is None else "given the SLA")
+        body.append([
+            r["objective"], fmt(r["sla_ms"], ".2f", "none"),
+            "none meets it" if b is None else
+            f"{b['throughput']['median']:.1f} [{b['throughput']['low']:.1f}, {b['throughput']['high']:.1f}] "
+            f"({pct(b['throughput']['half_width'])}, {b['rounds']} rounds)",
+            f"{len(r['seeds'])} ({kind})",
+            fmt(t["median"], ".3f", "never"), fmt(t["min"], ".3f", "never"), fmt(t["max"], ".3f", "never"),
+            f"{t['reached']} of {t['seeds']}",
+            f"{fmt(v['median'], '.2f')} ({fmt(v['min'], '.2f')}-{fmt(v['max'], '.2f')})",
+            fmt_list(r["ratios"], ".3f", "-"),
+            " / ".join(pct(x) for x in r["pick_half_widths"]) or "-",
+            " / ".join("-" if m is None else ("yes" if m else "NO") for m in r["meets_sla"]) or "-",
+            fmt_list(r["total_fraction"], ".3f", "-"),
+            " / ".join("-" if n is None else str(n) for n in r["rounds"]) or "-",
+        ])
+    return md_table(headers, body)
+
+
 def split_table(splits: Sequence[tuple[str, dict]]) -> str:
     headers = ["run", "trials (measured / reused / failed / unstable)", "load s", "first request s", "measurement s",
                "other in trial s", "between trials s", "total s", "load %", "measurement %", "s per measured trial"]
@@ -70,6 +124,17 @@ def best_table(grid: dict) -> str:
                      "-" if b is None else f"{b['p99_ms']:.2f}", "-" if b is None else b["config"]])
     return md_table(["objective", "SLA p99 ms", "grid trial", "infer/s (truth)", "p99 ms (truth)", "configuration"],
                     body)
+
+
+def truth_table(grid: dict) -> str:
+    """Every truth point: median and 95% interval of throughput and p99 over its rounds, and its rounds."""
+    body = [[t.get("config") or t["key"], f"{t['throughput']['median']:.1f} [{t['throughput']['low']:.1f}, "
+             f"{t['throughput']['high']:.1f}] ({pct(t['throughput']['half_width'])})",
+             f"{t['p99_ms']['median']:.2f} [{t['p99_ms']['low']:.2f}, {t['p99_ms']['high']:.2f}]",
+             " / ".join(f"{x:.0f}" for x in t["throughputs"]), "yes" if t.get("outside_grid") else ""]
+            for t in grid.get("truth") or []]
+    return md_table(["point", "infer/s median [95% interval] (noise)", "p99 ms median [95% interval]",
+                     "infer/s per round", "outside the grid"], body)
 
 
 def repeat_table(repeats: dict) -> str:
@@ -100,19 +165,25 @@ def render_markdown(report: dict) -> str:
         f"({grid['t_grid_s'] / max(grid['split']['trials'], 1):.2f} s each); "
         f"SLAs from the grid's p99s: loose {grid['slas']['loose']:.2f} ms (q={report['sla_quantiles'][0]}), "
         f"tight {grid['slas']['tight']:.2f} ms (q={report['sla_quantiles'][1]}).",
-        f"Ground truth: the grid's measurement of each point, averaged with {report.get('truth_repeats', 0)} more "
-        f"measurements of its {grid.get('remeasured_points', 0)} near-best points (within "
-        f"{report.get('truth_within', 0):.0%} of the grid's best under each SLA); the best below is the best truth.",
+        f"Truth: {grid.get('remeasured_points', 0)} points (the grid's near-best under each SLA, within "
+        f"{report.get('truth_within', 0):.0%} of its best by their single draws, and every search's verified pick) "
+        f"measured in {report.get('truth_rounds', 0)} interleaved shuffled rounds, each point reloaded every round "
+        f"(tuner's Verifier); a point's truth is the median of its rounds with a bootstrap 95% interval, the grid's "
+        f"draw left out. The verified best below is the best truth median whose p99 upper bound meets the SLA.",
         "",
         best_table(grid),
         "",
+        noise_line(grid.get("noise") or {}),
+        "",
         "How steady the machine was: " + " ".join(drift_lines(grid.get("drift") or {})),
         "",
-        "## Searches",
+        *verified_section(report),
+        "## Searches: the per-trial pick (secondary)",
         "",
         f"{len(report['searches'])} seeds ({', '.join(str(s['seed']) for s in report['searches']) or 'none'}), "
         f"budget {report['budget_s']:.1f} s each ({report['budget_fraction']:.3f} x T_grid), "
-        f"SLA given to the search: {report['search_sla']}. t95 = wall-clock from the search's first trial start "
+        f"SLA given to the search: {report['search_sla']} (this table: the unconstrained searches where there are "
+        f"any). t95 = wall-clock from the search's first trial start "
         f"until the point it would return (its best within the SLA by its own measurements) is worth 95% of "
         f"the grid's best by the ground truth (and meets the SLA there).",
         "",
@@ -133,9 +204,33 @@ def render_markdown(report: dict) -> str:
             repeat_table(rep),
             "",
         ]
+    if (report.get("grid") or {}).get("truth"):
+        lines += ["## The truth, point by point", "", truth_table(report["grid"]), ""]
     if report.get("notes"):
         lines += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)
+
+
+def verified_section(report: dict) -> list[str]:
+    rows = report.get("verified_summary")
+    if not rows:
+        return []
+    v = report.get("verify") or {}
+    return [
+        "## Verified picks (the headline)",
+        "",
+        f"Each search is `tuner search`: sampling, then its verification stage (finalists reloaded and measured in "
+        f"interleaved rounds; share {v.get('share', '?')} of the budget = {fmt(v.get('budget_s'), '.1f')} s, "
+        f"{v.get('min_rounds', '?')}-{v.get('max_rounds', '?')} rounds, target {pct(v.get('target_half_width'))}). "
+        f"Its value is its verified pick (the stage's winner under the objective's SLA) valued by the truth. Time "
+        f"to a verified pick = the search's whole time (sampling + verification) / T_grid, counted when the pick's "
+        f"truth median is >= 0.95 x the verified best's and its truth p99 upper bound meets the SLA; else never.",
+        "",
+        noise_line((report.get("grid") or {}).get("noise") or {}),
+        "",
+        verified_table(rows),
+        "",
+    ]
 
 
 def drift_lines(drift: dict) -> list[str]:

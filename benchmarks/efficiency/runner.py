@@ -18,12 +18,13 @@ import optuna
 
 from tuner import model_source
 from tuner.candidate import Candidate, describe
-from tuner.errors import TrialError
+from tuner.errors import TrialError, TunerError
 from tuner.experiment import Experiment
 from tuner.search import Reporter
 from tuner.search import run as search_run
 from tuner.server.launch import make_server
 from tuner.trial import TrialRunner
+from tuner.verification import Verifier
 from tuner.workspace import Workspace, prepare_inputs
 
 from .report import repeat_table
@@ -83,8 +84,8 @@ class FixedRunner:
 
     def __enter__(self) -> "FixedRunner":
         self.source = model_source.resolve(self.exp.model, self.exp.results_dir / "cache")
-        ws = Workspace(self.exp.results_dir / "grid")
-        samples = prepare_inputs(self.source, ws, self.exp)  # seeded by exp.measure.data_seed
+        self.ws = ws = Workspace(self.exp.results_dir / "grid")
+        self.samples = samples = prepare_inputs(self.source, ws, self.exp)  # seeded by exp.measure.data_seed
         self.server = make_server(self.exp.server, ws.repository, ws.server_log, "grid")
         self.server.start()
         try:
@@ -142,6 +143,42 @@ def by_deployment(points: Sequence[dict], order_seed: int = 0) -> list[dict]:
     order = list(groups.values())
     random.Random(order_seed).shuffle(order)
     return [p for group in order for p in sorted(group, key=lambda p: p.get("concurrency", 0))]
+
+
+def measure_truth(runner: FixedRunner, targets: dict[tuple, tuple[optuna.Study, int]], rounds: int,
+                  seed: int = 0) -> tuple[list[dict[tuple, dict | None]], float]:
+    """The truth's candidates measured the way tuner's verification stage measures its finalists, with tuner's own
+    Verifier: `rounds` rounds, each measuring every candidate once in a seeded shuffled order, each measurement an
+    unload, a deploy of the config and model files its trial measured, and perf_analyzer at its trial's concurrency.
+    `targets`: point -> (the study and trial that measured it: the grid's, or a search's for a pick outside the
+    grid). A failed measurement is None in its round (the candidate's truth rests on its other rounds).
+    Returns the rounds and their wall-clock."""
+    verifiers: dict[str, Verifier] = {}
+    for study, _n in targets.values():
+        if study.study_name not in verifiers:
+            verifiers[study.study_name] = Verifier(study, runner.exp, runner.source, runner.server, runner.ws,
+                                                   runner.samples)
+    order = random.Random(seed)
+    keys = list(targets)
+    out: list[dict[tuple, dict | None]] = []
+    started = time.monotonic()
+    for r in range(rounds):
+        shuffled = keys[:]
+        order.shuffle(shuffled)
+        measured: dict[tuple, dict | None] = {}
+        for i, key in enumerate(shuffled, 1):
+            study, number = targets[key]
+            try:
+                m = verifiers[study.study_name](number, r)
+                measured[key] = {"throughput": m["throughput"], "p99_ms": m["p99_ms"], "unstable": m.get("unstable")}
+                what = f"{m['throughput']:.1f} infer/s p99 {m['p99_ms']:.2f} ms"
+            except (TrialError, TunerError) as exc:  # one failed reload or run: that measurement only
+                measured[key] = None
+                what = f"failed: {exc}"
+            print(f"[truth round {r + 1}/{rounds} {i}/{len(keys)} {time.monotonic() - started:.0f}s] "
+                  f"{study.study_name} #{number} -> {what}", flush=True)
+        out.append(measured)
+    return out, time.monotonic() - started
 
 
 def run_search(exp: Experiment, storage: optuna.storages.BaseStorage, reporter: Reporter) -> optuna.Study:

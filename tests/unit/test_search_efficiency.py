@@ -1,5 +1,6 @@
 """The search-efficiency benchmark's pure logic, on hand-made records: no server."""
 
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -399,3 +400,232 @@ def test_machine_drift_from_identical_single_requests_and_repeated_rounds():
     assert drift["rounds"] == [{"points": 1, "mean_ratio_to_grid": 0.8, "min": 0.8, "max": 0.8}]
     lines = rp.drift_lines(drift)
     assert "max/min within a group 2.00 (median)" in lines[0] and "round 1: 1 points at 0.800" in lines[1]
+
+
+# --- The verified truth and the verified picks (issue 13) ---
+
+from tuner.verification.stats import interval  # noqa: E402
+
+A, B, C, OFF = (("p", "a"),), (("p", "b"),), (("p", "c"),), (("p", "off"),)
+
+
+def _m(throughput, p99):
+    return {"throughput": throughput, "p99_ms": p99}
+
+
+ROUNDS = [  # three interleaved rounds over three candidates; one failed measurement of c
+    {A: _m(100, 5.0), B: _m(90, 2.0), C: _m(50, 1.0)},
+    {A: _m(120, 6.0), B: _m(95, 2.2), C: None},
+    {A: _m(80, 9.0), B: _m(93, 2.1), C: _m(54, 1.2)},
+]
+
+
+def test_the_truth_is_the_median_of_interleaved_rounds_with_tuners_interval():
+    truth = tr.interleaved_truth(ROUNDS)
+    a = truth[A]
+    assert a["throughput"]["median"] == 100 and a["p99_ms"]["median"] == 6.0 and a["rounds"] == 3
+    expected = interval([100, 120, 80])
+    assert (a["throughput"]["low"], a["throughput"]["high"]) == (round(expected.low, 3), round(expected.high, 3))
+    assert a["throughput"]["half_width"] == pytest.approx(expected.half_width, abs=1e-4)
+    assert a["p99_ms"]["high"] == round(interval([5.0, 6.0, 9.0]).high, 3)
+    assert truth[C]["rounds"] == 2 and truth[C]["throughput"]["median"] == 52  # the failed round adds nothing
+    assert tr.interleaved_truth([{A: None}]) == {}  # never measured: no truth
+
+
+def test_the_verified_best_meets_the_sla_on_the_p99_upper_bound():
+    truth = tr.interleaved_truth(ROUNDS)
+    assert tr.verified_best(truth, None) == A
+    # a's p99 median 6.0 is within 8 ms, but its upper bound (9.0) is not: b is the verified best.
+    assert truth[A]["p99_ms"]["median"] <= 8 < truth[A]["p99_ms"]["high"]
+    assert tr.verified_best(truth, 8.0) == B
+    assert tr.verified_best(truth, 1.5) == C
+    assert tr.verified_best(truth, 0.5) is None
+    assert tr.meets_by_truth(truth[B], 2.2) and not tr.meets_by_truth(truth[B], 2.1) and not tr.meets_by_truth(None, None)
+
+
+def _iv(median, half_width=0.02, p99=1.0, p99_high=None):
+    return {"throughput": {"median": median, "low": median * (1 - half_width), "high": median * (1 + half_width),
+                           "half_width": half_width},
+            "p99_ms": {"median": p99, "low": p99, "high": p99_high or p99, "half_width": 0.0}}
+
+
+VERIFICATION = {"winner": 3, "max_p99_ms": None, "rounds": 3, "stopped": "converged", "seconds": 30.0,
+                "finalists": {3: _iv(110, p99=9.0, p99_high=12.0), 5: _iv(100, p99=4.0, p99_high=4.5),
+                              0: _iv(60, p99=1.0)}}
+
+
+def test_the_verified_winner_under_its_own_sla_or_derived_from_the_finalists():
+    assert tr.verified_winner(VERIFICATION, None) == 3
+    assert tr.verified_winner(VERIFICATION, 5.0) == 5  # 3's p99 upper bound 12 ms is over 5 ms
+    assert tr.verified_winner(VERIFICATION, 0.5) is None
+    as_stored = VERIFICATION | {"finalists": {str(n): f for n, f in VERIFICATION["finalists"].items()}}
+    assert tr.verified_winner(as_stored, 2.0) == 0
+    assert tr.verified_winner(VERIFICATION | {"max_p99_ms": 5.0, "winner": 0}, 5.0) == 0  # its own winner, as stored
+    assert tr.verified_winner(None, None) is None
+
+
+def _search_trials():
+    return [
+        _trial(0, 0, 10, 60.0, 1.0, {"concurrency": 1, "p": "c"}, baseline=True),
+        _trial(3, 10, 25, 115.0, 9.0, {"p": "a"}, concurrency=4),  # a ramp trial: it chose concurrency 4
+        _trial(5, 25, 40, 95.0, 4.0, {"concurrency": 1, "p": "b"}),
+    ]
+
+
+def test_a_search_is_valued_by_its_verified_pick_and_its_whole_time():
+    trials = _search_trials()
+    assert tr.search_seconds(trials, VERIFICATION) == {"sampling_s": 40, "verification_s": 30.0, "total_s": 70.0,
+                                                       "verification_share": pytest.approx(30 / 70, abs=1e-4)}
+    assert tr.search_seconds(trials, None)["verification_share"] == 0.0
+    ka = st.params_key({"p": "a", "concurrency": 4})
+    kb = st.params_key({"p": "b", "concurrency": 1})
+    kc = st.params_key({"p": "c", "concurrency": 1})
+    assert tr.point_key(trials[1]) == ka
+    truth = {ka: _iv(104.0, 0.03, p99=9.5, p99_high=10.0), kb: _iv(100.0, p99=4.0, p99_high=4.4),
+             kc: _iv(58.0, p99=1.0), ("best-overall",): _iv(108.0, p99=20.0)}
+    best = {"overall": ("best-overall",), "loose": kb, "tight": kc}
+    slas = {"overall": None, "loose": 5.0, "tight": 2.0}
+    got = tr.evaluate_verified({"trials": trials, "verification": VERIFICATION}, truth, best, slas, t_grid_s=700.0)
+    assert got["time"]["total_s"] == 70.0 and got["rounds"] == 3 and got["stopped"] == "converged"
+    overall, loose, tight = (got["objectives"][k] for k in ("overall", "loose", "tight"))
+    # overall: pick 3 (point a at concurrency 4), truth 104 of the verified best 108: reached, 70 s of 700 s.
+    assert (overall["trial"], overall["ratio"], overall["reached"], overall["time_fraction"]) == (
+        3, pytest.approx(104 / 108, abs=1e-4), True, 0.1)
+    assert overall["truth_half_width"] == 0.03 and overall["verified_median"] == 110 and not overall["derived"]
+    # loose: derived from the unconstrained search's finalists (5: p99 upper 4.5 ms <= 5), the best itself.
+    assert (loose["trial"], loose["ratio"], loose["meets_sla"], loose["time_fraction"], loose["derived"]) == (
+        5, 1.0, True, 0.1, True)
+    # tight: finalist 0 (Triton's default, p99 1 ms) is the verified best under 2 ms itself: reached.
+    assert (tight["trial"], tight["ratio"], tight["reached"]) == (0, 1.0, True)
+    # Below 0.95 of the best: never, whatever the time.
+    low = tr.evaluate_verified({"trials": trials, "verification": VERIFICATION}, truth | {("best-overall",): _iv(120.0)},
+                               best, slas, 700.0)["objectives"]["overall"]
+    assert low["ratio"] == pytest.approx(104 / 120, abs=1e-4) and not low["reached"] and low["time_fraction"] is None
+    # Over the SLA by the truth's p99 upper bound: never, even at ratio 1.
+    over = tr.evaluate_verified({"trials": trials, "verification": VERIFICATION},
+                                truth | {kb: _iv(100.0, p99=4.0, p99_high=5.5)}, best, slas, 700.0)["objectives"]["loose"]
+    assert over["ratio"] == 1.0 and over["meets_sla"] is False and over["time_fraction"] is None
+    # No verification (or a pick the truth did not measure): never.
+    none = tr.evaluate_verified({"trials": trials, "verification": None}, truth, best, slas, 700.0)
+    assert none["objectives"]["overall"]["trial"] is None and none["objectives"]["overall"]["time_fraction"] is None
+    unmeasured = tr.evaluate_verified({"trials": trials, "verification": VERIFICATION}, {kb: truth[kb]}, best, slas, 700.0)
+    assert unmeasured["objectives"]["overall"]["in_truth"] is False and not unmeasured["objectives"]["overall"]["reached"]
+
+
+def test_the_noise_of_the_truth():
+    truth = tr.interleaved_truth(ROUNDS)
+    noise = tr.truth_noise(truth, ROUNDS)
+    assert noise["candidates"] == 3 and noise["rounds"] == 3
+    hws = sorted(v["throughput"]["half_width"] for v in truth.values())
+    assert noise["half_width_median"] == pytest.approx(hws[1], abs=1e-4) and noise["half_width_worst"] == hws[2]
+    assert noise["max_over_min_median"] == pytest.approx(54 / 50, abs=1e-4)  # a 1.5, b 95/90 = 1.056, c 1.08
+    assert noise["max_over_min_worst"] == 1.5
+    assert noise["round_levels"][0] == pytest.approx(statistics.median([1.0, 90 / 93, 50 / 52]), abs=1e-4)
+    assert tr.truth_noise({}, []) == {"candidates": 0}
+    line = rp.noise_line(noise | {"seconds": 42.0})
+    assert "3 points x 3 interleaved rounds" in line and "42 s" in line and "worst +-" in line
+
+
+def test_the_verified_table_over_seeds_with_and_without_an_sla():
+    trials = _search_trials()
+    ka, kb = st.params_key({"p": "a", "concurrency": 4}), st.params_key({"p": "b", "concurrency": 1})
+    truth = tr.interleaved_truth([{ka: _m(104, 9.0), kb: _m(100, 4.0)}, {ka: _m(106, 9.5), kb: _m(98, 4.2)}])
+    for k, v in truth.items():
+        v["config"] = f"cfg-{dict(k)['p']}"
+    slas = {"overall": None, "loose": 5.0, "tight": 1.0}
+    best = {name: tr.verified_best(truth, sla) for name, sla in slas.items()}
+    assert best == {"overall": ka, "loose": kb, "tight": None}
+    searches = []
+    for seed, seconds in ((0, 30.0), (1, 60.0)):  # seed 1: sampling 40 s + verification 60 s
+        ver = VERIFICATION | {"seconds": seconds}
+        searches.append({"seed": seed, "search_sla": "none", "t_grid_s": 500.0, "trials": trials, "verification": ver})
+    loose_ver = VERIFICATION | {"max_p99_ms": 5.0, "winner": 5, "seconds": 20.0}
+    searches.append({"seed": 0, "search_sla": "loose", "t_grid_s": 500.0, "trials": trials, "verification": loose_ver})
+    for s in searches:
+        s["verified"] = tr.evaluate_verified(s, truth, best, slas, 500.0)
+    rows = tr.summarize_verified(truth, best, slas, searches)
+    overall, loose, tight = rows
+    assert overall["seeds"] == [0, 1] and not overall["derived"]
+    assert overall["time_fraction"] == {"median": pytest.approx(0.17), "min": 0.14, "max": 0.2, "reached": 2, "seeds": 2}
+    assert overall["verification_share"]["median"] == pytest.approx((30 / 70 + 60 / 100) / 2, abs=1e-4)
+    assert overall["best"]["config"] == "cfg-a" and overall["best"]["rounds"] == 2
+    assert loose["seeds"] == [0] and not loose["derived"] and loose["time_fraction"]["median"] == pytest.approx(0.12)
+    assert tight["derived"] and tight["best"] is None and tight["time_fraction"]["reached"] == 0
+    table = rp.verified_table(rows)
+    lines = table.splitlines()
+    assert lines[0].startswith("| objective | SLA p99 ms | verified best infer/s [95% interval] (noise) |")
+    assert lines[2] == ("| overall | none | 105.0 [104.0, 106.0] (+-0.9%, 2 rounds) | 2 (unconstrained) | 0.170 | 0.140 "
+                        "| 0.200 | 2 of 2 | 0.51 (0.43-0.60) | 1.000 / 1.000 | +-0.9% / +-0.9% | yes / yes "
+                        "| 0.140 / 0.200 | 3 / 3 |")
+    assert lines[3].startswith("| loose | 5.00 | 99.0 [") and "| 1 (given the SLA) | 0.120 |" in lines[3]
+    assert lines[4].startswith("| tight | 1.00 | none meets it | 2 (unconstrained, judged on its finalists) | never |")
+
+
+def test_parse_the_new_flags_and_make_the_heldout_model(tmp_path):
+    args = se.parse_args(["--model", "heldout"])
+    assert args.search_sla == ["none", "loose", "tight"] and args.truth_rounds == 3 and args.repeats == 0
+    assert se.parse_args(["--model", "m", "--search-sla", "tight,none"]).search_sla == ["tight", "none"]
+    with pytest.raises(SystemExit):
+        se.parse_args(["--model", "m", "--search-sla", "strict"])
+    assert se.main(["--model", "m.onnx", "--truth-rounds", "1", "--dry-run"]) == 2
+    assert se.verify_settings(se.parse_args(["--model", "m.onnx", "--verify-share", "0.4"])).share == 0.4
+    path = se.made_model("heldout", tmp_path)
+    import onnx
+
+    model = onnx.load(str(path))
+    assert [len(model.graph.initializer), model.graph.initializer[0].dims] == [2, [128, 1024]]
+    assert path.read_bytes() == se.made_model("heldout", tmp_path).read_bytes()  # made once, then reused
+
+
+class _Study:
+    def __init__(self, name):
+        self.study_name = name
+
+
+def test_the_truth_measures_the_grids_near_best_and_every_verified_pick():
+    grid_trials = [
+        _trial(10, 0, 1, 100.0, 9.0, {"concurrency": 4, "p": "a"}),
+        _trial(11, 1, 2, 40.0, 1.0, {"concurrency": 1, "p": "b"}),
+        _trial(12, 2, 3, 20.0, 0.5, {"concurrency": 1, "p": "c"}),
+    ]
+    search_trials = [
+        _trial(0, 0, 1, 19.0, 0.5, {"concurrency": 1, "p": "c"}),  # a grid point: measured through the grid's trial
+        _trial(3, 1, 2, 120.0, 9.0, {"p": "a"}, concurrency=16),  # outside the grid: through the search's trial
+    ]
+    ver = {"winner": 3, "max_p99_ms": None, "seconds": 1.0,
+           "finalists": {3: _iv(110, p99=9.0), 0: _iv(19, p99=0.5)}}
+    grid_study, search_study = _Study("grid"), _Study("search-seed0")
+    args = se.parse_args(["--model", "m.onnx", "--truth-points", "1"])
+    slas = {"loose": 1.0, "tight": 0.5}
+    targets, configs = se.truth_targets(grid_trials, grid_study, slas,
+                                        [{"trials": search_trials, "verification": ver, "study": search_study}], args)
+    key = st.params_key
+    assert targets == {key({"concurrency": 4, "p": "a"}): (grid_study, 10),
+                       key({"concurrency": 1, "p": "b"}): (grid_study, 11),
+                       key({"concurrency": 1, "p": "c"}): (grid_study, 12),
+                       key({"concurrency": 16, "p": "a"}): (search_study, 3)}
+    assert configs[key({"concurrency": 16, "p": "a"})] == "cfg3"
+
+
+def test_the_report_states_the_noise_next_to_the_verified_figures():
+    grid = _grid()
+    truth = tr.interleaved_truth(ROUNDS)
+    grid["noise"] = tr.truth_noise(truth, ROUNDS) | {"seconds": 12.0}
+    grid["truth"] = [{"key": [list(kv) for kv in k], "outside_grid": k == C, "config": f"cfg{i}"} | v
+                     for i, (k, v) in enumerate(truth.items())]
+    report = {"model": "m", "grid_space": "small", "finished": "now", "machine": "vm", "command": "python x",
+              "space_table": "knobs", "measure": {}, "grid": grid, "sla_quantiles": [0.5, 0.25], "searches": [],
+              "budget_s": 5.0, "budget_fraction": 0.2, "search_sla": "none,tight", "summary": [], "truth_rounds": 3,
+              "verify": {"share": 0.3, "budget_s": 1.5, "min_rounds": 3, "max_rounds": 7, "target_half_width": 0.05},
+              "verified_summary": [{"objective": "overall", "sla_ms": None, "derived": False, "seeds": [0],
+                                    "best": {"throughput": truth[A]["throughput"], "p99_ms": truth[A]["p99_ms"],
+                                             "rounds": 3, "config": "cfg0", "key": []},
+                                    "time_fraction": st.seed_stats([0.2]), "ratios": [1.0], "meets_sla": [True],
+                                    "pick_half_widths": [0.1], "verification_share": st.seed_stats([0.3]),
+                                    "total_fraction": [0.2], "rounds": [3]}]}
+    markdown = rp.render_markdown(report)
+    head = markdown.index("## Verified picks (the headline)")
+    assert "Noise of this machine (truth: 3 points x 3 interleaved rounds" in markdown[head:]
+    assert "share 0.3 of the budget = 1.5 s, 3-7 rounds, target +-5.0%" in markdown
+    assert "| overall | none | 100.0 [" in markdown[head:] and "| 0.200 | 0.200 | 0.200 | 1 of 1 |" in markdown
+    assert "## The truth, point by point" in markdown and "| cfg2 |" in markdown and "100 / 120 / 80 |" in markdown
