@@ -256,12 +256,11 @@ def dashboard(
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     # Streamlit ends with tuner: on Ctrl-C and SIGTERM subprocess.call kills it (KeyboardInterrupt),
     # and when tuner is killed Linux sends it SIGTERM (parent-death signal).
-    from tuner.processes import die_with_parent
+    from tuner.processes import child_of_ours
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        raise typer.Exit(subprocess.call(cmd, env={**os.environ, "TUNER_STORAGE": url},
-                                         preexec_fn=die_with_parent(signal.SIGTERM)))
+        raise typer.Exit(subprocess.call(**child_of_ours(cmd, signal.SIGTERM), env={**os.environ, "TUNER_STORAGE": url}))
     except KeyboardInterrupt:
         raise typer.Exit(130)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tuner.errors import TunerError
-from tuner.processes import die_with_parent
+from tuner.processes import child_of_ours
 from tuner.workers import visible_gpu_ids
 
 
@@ -59,18 +59,6 @@ def host_shares(count: int) -> list[Share]:
     return split(count, visible_gpu_ids(), cpus)
 
 
-def _preexec(share: Share) -> Callable[[], None]:
-    die = die_with_parent()
-
-    def preexec() -> None:
-        if die is not None:
-            die()
-        if share.cpus:
-            os.sched_setaffinity(0, share.cpus)
-
-    return preexec
-
-
 def _relay(stream, prefix: str, out) -> None:
     for line in iter(stream.readline, ""):
         out.write(prefix + line)
@@ -85,8 +73,9 @@ def run_workers(args: Sequence[str], shares: Sequence[Share], note: Callable[[st
         if share.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(share.gpus)
         note(f"worker {k}: {share.describe()}")
-        proc = subprocess.Popen([sys.executable, "-m", "tuner", "search", *args], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_preexec(share))
+        cmd = [sys.executable, "-m", "tuner", "search", *args]
+        proc = subprocess.Popen(**child_of_ours(cmd, cpus=share.cpus or None), env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         relay = threading.Thread(target=_relay, args=(proc.stdout, f"[w{k}] ", sys.stdout), daemon=True)
         relay.start()
         procs.append((proc, relay))

@@ -1,9 +1,12 @@
 """Child processes that do not outlive tuner, and the end of those that did.
 
-`die_with_parent` is a `preexec_fn` for `subprocess.Popen`: the child asks Linux for a signal
-when its parent dies (prctl PR_SET_PDEATHSIG), so a tuner killed with SIGKILL still takes its
-tritonserver and dashboard with it. Linux sends that signal when the *thread* that started the
-child ends: start children from a thread that lives as long as they should (the main thread).
+`child_of_ours` gives the Popen arguments of a child that asks Linux for a signal when its parent
+dies (PR_SET_PDEATHSIG), so a tuner killed with SIGKILL still takes its tritonserver, perf_analyzer
+and dashboard with it. util-linux's `setpriv --pdeathsig` sets it and execs the command, so Python
+starts the child with vfork: a `preexec_fn` (`die_with_parent`, the fallback) forces a real fork,
+which runs every library's fork handlers, and gRPC's hung the fork of a process whose gRPC client
+had been used (seen in CI: `tuner verify` stuck in fork). Linux sends the signal when the *thread*
+that started the child ends: start children from a thread that lives as long as they should.
 
 `end_processes_naming` finds what an earlier, killed run left behind (an orphaned tritonserver,
 python-backend stubs that ignore SIGTERM once their server is gone) by the path their command
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import sys
 import time
@@ -24,6 +28,27 @@ from typing import Callable, Iterable
 import psutil
 
 _PR_SET_PDEATHSIG = 1
+
+
+def child_of_ours(cmd: list[str], sig: signal.Signals = signal.SIGTERM, cpus: Iterable[int] | None = None) -> dict:
+    """Popen's `args` and `preexec_fn` for `cmd`: the child gets `sig` when this process dies and,
+    with `cpus`, runs on those CPUs only (inherited by its own children)."""
+    setpriv, taskset = shutil.which("setpriv"), shutil.which("taskset")
+    cpus = list(cpus) if cpus is not None else None
+    if setpriv is None or (cpus and taskset is None):
+        die = die_with_parent(sig)
+
+        def preexec() -> None:
+            if die is not None:
+                die()
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        return {"args": cmd, "preexec_fn": preexec}
+    prefix = [setpriv, f"--pdeathsig={signal.Signals(sig).name.removeprefix('SIG')}", "--"]
+    if cpus:
+        prefix += [taskset, "--cpu-list", ",".join(map(str, cpus))]
+    return {"args": prefix + list(cmd), "preexec_fn": None}
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:

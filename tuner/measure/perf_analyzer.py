@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tuner import tools
-from tuner.processes import die_with_parent
+from tuner.processes import child_of_ours
 from tuner.errors import TrialError
 from tuner.experiment import MeasureSpec
 from tuner.signature import Signature
@@ -148,8 +148,8 @@ def parse_csv(text: str) -> Measurement:
 def measure(cmd: list[str], csv_path: Path, timeout_s: float) -> Measurement:
     csv_path.unlink(missing_ok=True)
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=tools.perf_analyzer_env(),
-                             preexec_fn=die_with_parent(signal.SIGKILL))  # never outlives tuner
+        out = subprocess.run(**child_of_ours(cmd, signal.SIGKILL), capture_output=True, text=True,  # never outlives tuner
+                             timeout=timeout_s, env=tools.perf_analyzer_env())
     except subprocess.TimeoutExpired:
         raise Hung(f"perf_analyzer did not finish within {timeout_s:.0f} s") from None
     if out.returncode != 0 or not csv_path.exists():

@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from tuner import tools
 from tuner.errors import TrialError, TunerError
-from tuner.processes import die_with_parent, end_processes_naming
+from tuner.processes import child_of_ours, end_processes_naming
 from tuner.render import to_json
 from tuner.server import ModelPackage
 from tuner.server.repository import stage
@@ -95,9 +95,8 @@ class LocalServer:
             log.flush()
             # Own process group: stopping it also stops the python-backend stubs. SIGTERM when
             # tuner dies: Triton then unloads its models and ends its stubs.
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                            env=tools.server_env(), start_new_session=True,
-                                            preexec_fn=die_with_parent(signal.SIGTERM))
+            self.process = subprocess.Popen(**child_of_ours(cmd, signal.SIGTERM), stdout=log, stderr=subprocess.STDOUT,
+                                            env=tools.server_env(), start_new_session=True)
         try:
             self._wait_live()
         except BaseException:  # Ctrl-C or SIGTERM while it starts: `with` would not stop it

@@ -23,7 +23,7 @@ from tuner import tools
 from tuner.errors import TrialError
 from tuner.experiment import MeasureSpec
 from tuner.measure import composing, perf_analyzer
-from tuner.processes import die_with_parent
+from tuner.processes import child_of_ours
 from tuner.signature import Signature, Tensor
 from tuner.zoo.wenet import pipeline
 from tuner.zoo.wenet.ensemble import WAV, WAV_LENS
@@ -80,8 +80,8 @@ def measure(model: str, grpc_url: str, waveforms: list[np.ndarray], concurrency:
     timeout_s = timeout_s or seconds + 120.0  # reading the input data and the last requests take time
     csv_path.unlink(missing_ok=True)
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=tools.perf_analyzer_env(),
-                             preexec_fn=die_with_parent(signal.SIGKILL))
+        out = subprocess.run(**child_of_ours(cmd, signal.SIGKILL), capture_output=True, text=True, timeout=timeout_s,
+                             env=tools.perf_analyzer_env())
     except subprocess.TimeoutExpired:
         raise perf_analyzer.Hung(f"perf_analyzer did not finish within {timeout_s:.0f} s") from None
     report = out.stdout + out.stderr
