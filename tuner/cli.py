@@ -260,7 +260,8 @@ def dashboard(
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        raise typer.Exit(subprocess.call(**child_of_ours(cmd, signal.SIGTERM), env={**os.environ, "TUNER_STORAGE": url}))
+        child = child_of_ours(cmd, signal.SIGTERM)
+        raise typer.Exit(subprocess.call(child.pop("args"), **child, env={**os.environ, "TUNER_STORAGE": url}))
     except KeyboardInterrupt:
         raise typer.Exit(130)
 
