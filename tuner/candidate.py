@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, field, fields, make_dataclass
 from typing import Any
 
-from tuner.knobs import KNOBS, Context
+from tuner.knobs import BY_NAME, KNOBS, Context
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")  # tf32: fp32 weights, TF32 tensor-core math (pytorch)
 REFERENCE_RUNTIME = "onnxruntime:fp32"  # the runtime every other one is checked against
@@ -89,6 +89,8 @@ def describe(c: dict | Candidate) -> str:
     """One line: runtime, then every knob that exists for this candidate, e.g.
     "onnxruntime/fp32 x2 mbs=32 db=on delay=0us nopref thr=1 opt=all warm=n conc=16"."""
     values = c if isinstance(c, dict) else c.as_dict()
+    if values.get("steps"):  # a pipeline's candidate (tuner.pipeline): each step's settings
+        return f"{describe_steps(values['steps'])} conc={values.get('concurrency') or 'ramp'}"
     rate = values.get("request_rate")
     ctx = Context(batched=bool(values.get("max_batch_size")), kind=values.get("kind") or "KIND_CPU",
                   family=values.get("family") or "onnxruntime", sample_concurrency=True,
@@ -99,3 +101,17 @@ def describe(c: dict | Candidate) -> str:
         if knob.exists(values, ctx) and value is not None and value == value:  # None / NaN: not set
             parts.append(knob.label(value))
     return " ".join(parts)
+
+
+def describe_steps(steps: dict[str, dict]) -> str:
+    """One line for a pipeline's step settings (tuner.pipeline.repository.StepSettings as dicts), a
+    part per step with the knob table's labels: "pre x2 mbs=8 db=on delay=500us nopref | clf x1 method=greedy"."""
+    step_knobs = ("instances", "max_batch_size", "dynamic_batching", "max_queue_delay_us", "preferred_batch")
+    parts = []
+    for name, values in steps.items():
+        ctx = Context(batched=bool(values.get("max_batch_size")))
+        labels = [BY_NAME[k].label(values[k]) for k in step_knobs if k in values and BY_NAME[k].exists(values, ctx)]
+        parameters = values.get("parameters") or {}
+        pairs = parameters.items() if isinstance(parameters, dict) else parameters
+        parts.append(" ".join([name, *labels, *(f"{key}={value}" for key, value in pairs)]))
+    return " | ".join(parts)

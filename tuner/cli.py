@@ -16,7 +16,7 @@ from rich.markup import escape
 from tuner import __version__, experiment
 from tuner.errors import TunerError
 from tuner.storage import mask
-from tuner.report import RichReporter, console, results_table, summary
+from tuner.report import RichReporter, console, results_table, steps_table, summary
 
 app = typer.Typer(
     help="Find the best Triton Inference Server configuration of a model, measured on a real server "
@@ -96,6 +96,9 @@ def search(
             return  # one worker of `--workers N`: the parent prints the study's results once
         frame = results.trials_frame(study_obj)
         console.print(results_table(frame, exp.max_p99_ms))
+        steps = steps_table(study_obj, frame, exp.max_p99_ms, stored_verification(study_obj))
+        if steps is not None:
+            console.print(steps)
         console.print(summary(frame, exp.max_p99_ms, stored_verification(study_obj)), highlight=False)
         console.print(f"study [bold]{study_obj.study_name}[/] in {mask(exp.storage_url)}; "
                       f"export with: tuner export --study {study_obj.study_name} --out exported/", highlight=False)
@@ -233,7 +236,11 @@ def report(
     sla = max_p99_ms if max_p99_ms is not None else study_obj.user_attrs.get("max_p99_ms")
     frame = results.trials_frame(study_obj)
     console.print(results_table(frame, sla))
-    console.print(runtime_table(frame, sla))
+    steps = steps_table(study_obj, frame, sla, stored_verification(study_obj))
+    if steps is not None:
+        console.print(steps)
+    else:
+        console.print(runtime_table(frame, sla))
     console.print(summary(frame, sla, stored_verification(study_obj)), highlight=False)
 
 

@@ -20,7 +20,7 @@ from tuner import backends
 from tuner.accuracy import AccuracySpec, CtcCheck
 from tuner.candidate import PRECISIONS, REFERENCE_RUNTIME, split_runtime
 from tuner.errors import TunerError
-from tuner.knobs import KNOBS, Knob
+from tuner.knobs import BY_NAME, KNOBS, Knob
 from tuner.storage import mask
 
 _KNOWN_STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -32,8 +32,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _knob_check(knob: Knob):
-    def check(cls, values: list) -> list:
+def _knob_check(knob: Knob, optional: bool = False):
+    def check(cls, values: list | None) -> list | None:
+        if values is None and optional:  # a step override that leaves the knob to the space
+            return None
         if not values:
             raise ValueError("must list at least one value")
         if knob.minimum is not None and any(v < knob.minimum for v in values):
@@ -71,6 +73,22 @@ Space = create_model(
     backends=(list[str], Field(["onnxruntime"], description="runtimes to search (tuner doctor lists them)")),
     precisions=(list[str], Field(["fp32"], description="fp32, fp16, bf16, int8; pairs a backend lacks are dropped")),
     **{k.name: (list[k.type], Field(list(k.values), description=k.description)) for k in KNOBS},
+)
+
+
+# The scheduling knobs a composing model of a pipeline repository (an ensemble's step, a model a
+# BLS model calls) searches on its own (tuner.pipeline).
+STEP_KNOBS = ("instances", "max_batch_size", "dynamic_batching", "max_queue_delay_us", "preferred_batch")
+
+StepOverride = create_model(
+    "StepOverride",
+    __base__=_Strict,
+    __doc__="One composing model's own values for its scheduling knobs; a knob left out takes `space`'s.",
+    __validators__={f"_check_{name}": _knob_check(BY_NAME[name], optional=True) for name in STEP_KNOBS},
+    **{name: (list[BY_NAME[name].type] | None, Field(None, description=BY_NAME[name].description))
+       for name in STEP_KNOBS},
+    parameters=(dict[str, list[str]], Field({}, description="config.pbtxt `parameters` of the model searched as "
+                                                            "categorical knobs: key -> its string values")),
 )
 
 
@@ -124,6 +142,8 @@ class AccuracySettings(_Strict):
     """The guard every non-reference candidate passes before it is measured."""
 
     max_rel_error: float | None = Field(0.1, gt=0, description="max |out - ref| / max |ref| per float output")
+    max_cer: float | None = Field(0.0, ge=0, description="pipelines: character error rate of text outputs "
+                                  "against the reference (0: identical text)")
     output_limits: dict[str, float | None] = Field({}, description="per-output limits; null = report only")
     ctc_log_probs: str | None = Field(None, description="output of CTC log-probs whose greedy tokens must agree")
     ctc_lengths: str = "encoder_out_lens"
@@ -189,6 +209,9 @@ class Experiment(_Strict):
     verify: VerifySpec = VerifySpec()
     accuracy: AccuracySettings = AccuracySettings()
     server: ServerSpec = ServerSpec()
+    steps: dict[str, StepOverride] = Field(
+        {}, description="pipeline repositories only (the model is an ensemble or a BLS model over other models): "
+                        "per composing model, by name, its own knob values instead of `space`'s")
 
     @field_validator("storage")
     @classmethod

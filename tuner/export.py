@@ -19,7 +19,7 @@ import optuna
 import pandas as pd
 
 from tuner import __version__, backends, model_source, results, verification, zoo
-from tuner.candidate import Candidate, describe
+from tuner.candidate import Candidate, describe, describe_steps
 from tuner.cost import cost_per_million
 from tuner.errors import TunerError
 from tuner.experiment import Experiment
@@ -256,8 +256,19 @@ def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
     else:
         lines.append(f"Config form: {form}: **not measured on this server**; the figures below are of the "
                      f"{claim['measured_form']} form.")
-    lines += [f"Load: {load_text(claim)}.", *(f"\n> {n}" for n in notes if n != figures.get("note")), "",
-              "| knob | value |", "|---|---|", knobs, ""]
+    lines += [f"Load: {load_text(claim)}.", *(f"\n> {n}" for n in notes if n != figures.get("note")), ""]
+    if isinstance(trial.get("steps"), dict):  # a pipeline: each composing model's settings
+        lines += ["| model | settings |", "|---|---|",
+                  *(f"| {name} | {describe_steps({name: s})[len(name) + 1:]} |" for name, s in trial["steps"].items()),
+                  f"| (client) | concurrency {trial['concurrency']} |", ""]
+        shares = attrs.get("step_shares") or {}
+        if shares:
+            lines += ["Where the time goes (perf_analyzer's composing-model statistics, the search's run):", "",
+                      "| model | queue us | compute us | share |", "|---|---|---|---|",
+                      *(f"| {n} | {v['queue_us']:.0f} | {v['compute_us']:.0f} | {v['share'] * 100:.0f} % |"
+                        for n, v in shares.items()), ""]
+    else:
+        lines += ["| knob | value |", "|---|---|", knobs, ""]
     if figures["verified"]:
         lines += [f"## Verified figures ({figures['rounds']} interleaved rounds, {figures['stopped']})", "",
                   "Each round reloaded the model and measured it with perf_analyzer (the command below); the figure "
@@ -295,7 +306,8 @@ def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
               f"Cold start: load {trial.load_s} s, first request {trial.first_request_ms} ms.", "",
               "## Reproduce", "",
               f"Serve this folder (`tritonserver --model-repository=<this folder> --model-control-mode=explicit "
-              f"--load-model={model}`), then, with `<url>` its gRPC host:port:", "",
+              f"--load-model={model}`{'; loading the ensemble loads its composing models' if claim.get('models') else ''}"
+              f"), then, with `<url>` its gRPC host:port:", "",
               f"    {shell_command(pa['args'])}", "",
               f"A run whose windows never agree within {claim['measure']['stability_percent']} % is repeated without "
               f"a stability requirement ({pa['runs_retried']} of the {pa['runs']} runs behind these figures were):", "",
@@ -305,7 +317,7 @@ def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
                   "before each.", ""]
     lines += ["## Verify", "",
               "`tuner-claim.json` holds this claim; `tuner verify` starts a fresh tritonserver on a copy of "
-              f"`{model}/`, measures it again in rounds and compares:", "",
+              f"`{'/`, `'.join(claim.get('models') or [model])}/`, measures it again in rounds and compares:", "",
               "    tuner verify <this folder>                 # 5 rounds, tolerance 7 %",
               "    tuner verify <this folder> --url HOST:8000 --grpc-url HOST:8001   # a running server", "",
               "The charts (Pareto front, verified finalists, latency percentiles, config diff) are in REPORT.html."]
@@ -391,6 +403,8 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
     exp = Experiment.model_validate(study.user_attrs["experiment"])
     choice = choose(study, max_p99_ms, trial_number)
     trial = choice.trial
+    if study.trials[choice.number].user_attrs.get("candidate", {}).get("steps"):
+        return _export_pipeline(study, out_dir, choice, exp, form)
     source = model_source.resolve(study.user_attrs["model"], exp.results_dir / "cache")
     check_out(out_dir, source.name, _source_paths(study, source))
     attrs = study.trials[choice.number].user_attrs
@@ -444,3 +458,50 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
     (out_dir / "trial.json").write_text(json.dumps(attrs, indent=2, default=str))
     _write_marker(out_dir, sorted(set(top) | set(_written_by_tuner(out_dir) or [])), **about)
     return Exported(out_dir, model_dir, trial, form, measured, claim, tuple(notes))
+
+
+def _export_pipeline(study: optuna.Study, out_dir: Path, choice: Choice, exp: Experiment, form: str) -> Exported:
+    """A pipeline's export: every model of the repository with the trial's settings (the form
+    it was measured in, the only one a pipeline has), the measurement's inputs, the reports and
+    the claim, which names every model so that `tuner verify` serves them all."""
+    from tuner.pipeline import repository, source as pipeline_source
+    from tuner.pipeline.space import PipelineCandidate
+
+    if form not in ("measured", "adapter"):
+        raise TunerError("a pipeline is exported in the form it was measured in: drop --form")
+    attrs = study.trials[choice.number].user_attrs
+    source = pipeline_source.resolve(study.user_attrs["model"], exp.results_dir / "cache", exp.seed or 0)
+    if source is None:
+        raise TunerError(f"the study's model {study.user_attrs['model']} is no longer a pipeline repository")
+    candidate = PipelineCandidate.from_dict(attrs["candidate"])
+    ws = Workspace.of(exp.results_dir, study.study_name)
+    models = repository.packages(source.repository, candidate.steps, workdir=ws.root / "pipeline")
+    sources = [p.resolve() for p in (source.repository.root, Path(str(study.user_attrs.get("model", ""))))
+               if p.exists()]
+    for package in models:
+        check_out(out_dir, package.name, sources)
+    top = source.repository.top
+    claim = _claim(choice, study, exp, top, "measured", "measured", attrs) | {
+        "models": [p.name for p in models], "form": "pipeline", "measured_form": "pipeline"}
+    notes = [] if claim["figures"]["verified"] else [claim["figures"]["note"]]
+    about = {"study": study.study_name, "trial": choice.number, "form": "pipeline"}
+    for package in models:
+        model_dir = out_dir / package.name
+        if model_dir.exists():  # checked above: an earlier export's, holding only its own files
+            shutil.rmtree(model_dir)
+        model_dir.mkdir(parents=True)
+        (model_dir / "config.pbtxt").write_text(package.config_pbtxt)
+        for relative, file in package.files.items():
+            (model_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, model_dir / relative)
+        _write_marker(model_dir, sorted(_files_under(model_dir)), model=package.name, **about)
+    shutil.copy2(source.input_data, out_dir / INPUT_DATA)
+    (out_dir / CLAIM).write_text(json.dumps(claim, indent=2) + "\n")
+    (out_dir / "REPORT.md").write_text(_report(choice, claim, notes, attrs))
+    headline = f"{top}: trial {choice.number} ({describe(choice.trial.to_dict())})"
+    (out_dir / "REPORT.html").write_text(report_html(study, choice.number, choice.sla, choice.verified, headline,
+                                                     notes))
+    (out_dir / "trial.json").write_text(json.dumps(attrs, indent=2, default=str))
+    top_files = ["REPORT.md", "trial.json", CLAIM, "REPORT.html", INPUT_DATA]
+    _write_marker(out_dir, sorted(set(top_files) | set(_written_by_tuner(out_dir) or [])), **about)
+    return Exported(out_dir, out_dir / top, choice.trial, "pipeline", "pipeline", claim, tuple(notes))

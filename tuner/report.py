@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner import results
-from tuner.candidate import Candidate, describe
+from tuner.candidate import Candidate, describe, describe_steps
 
 # Logs and CI pipes get a wide console instead of rich's 80-column default for non-terminals.
 console = Console() if sys.stdout.isatty() else Console(width=180)
@@ -198,4 +198,38 @@ def runtime_table(frame: pd.DataFrame, max_p99_ms: float | None) -> Table:
                       _fmt(r.p99_ms, ".1f"), ratio, *[_cost(r.cost_per_million)] * priced,
                       _fmt(r.cpu_utilization, ".0f", 100), _fmt(r.gpu_utilization, ".0f", 100),
                       _fmt(r.gpu_memory_gb, ".2f"), _fmt(r.max_rel_error, ".2e"), _fmt(r.ctc_agreement, ".3f"))
+    return table
+
+
+def steps_table(study: optuna.Study, frame: pd.DataFrame, max_p99_ms: float | None,
+                verified: dict | None = None) -> Table | None:
+    """A pipeline's steps, where its time goes: each composing model's settings in the pick (the
+    verified winner, else the best single draw under the SLA) and its queue and compute time and
+    share of the pipeline's server time, beside Triton's default pipeline (the repository as
+    given). None for a single model's study."""
+    if "steps" not in frame or not frame.steps.notna().any():
+        return None
+    winner = verified.get("winner") if verified and verified.get("max_p99_ms") == max_p99_ms else None
+    pick = frame[frame.number == winner].iloc[0] if winner is not None else results.best(frame, max_p99_ms)
+    default = results.best(frame, max_p99_ms, baseline=True)
+    if pick is None:
+        return None
+    title = f"Where the time goes: trial {pick.number} (" + ("verified winner" if winner is not None else "best draw")
+    table = Table(title=title + (f") against the default, trial {default.number}" if default is not None else ")"))
+    for col in ("step", "settings", "queue ms", "compute ms", "share", "default: settings", "queue ms", "compute ms",
+                "share"):
+        table.add_column(col, justify="left" if "settings" in col or col == "step" else "right")
+    shares = study.trials[int(pick.number)].user_attrs.get("step_shares") or {}
+    base = study.trials[int(default.number)].user_attrs.get("step_shares") or {} if default is not None else {}
+    base_steps = default.steps if default is not None and isinstance(default.steps, dict) else {}
+
+    def figures(found: dict) -> list[str]:
+        if not found:
+            return ["-", "-", "-"]
+        return [f"{found['queue_us'] / 1000:.1f}", f"{found['compute_us'] / 1000:.1f}", f"{found['share'] * 100:.0f} %"]
+
+    for name, settings in pick.steps.items():
+        mine = describe_steps({name: settings})[len(name) + 1:]
+        theirs = describe_steps({name: base_steps[name]})[len(name) + 1:] if name in base_steps else "-"
+        table.add_row(name, mine, *figures(shares.get(name, {})), theirs, *figures(base.get(name, {})))
     return table

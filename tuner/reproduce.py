@@ -65,6 +65,12 @@ def read_claim(directory: Path) -> dict:
         raise TunerError(f"{path} is not a valid claim: model_dir {model_dir!r} is not a folder name")
     if not (directory / model_dir / "config.pbtxt").is_file():
         raise TunerError(f"{directory} is not a complete tuner export: {model_dir}/config.pbtxt is missing")
+    models = claim.get("models") or []
+    if not isinstance(models, list) or any(not isinstance(m, str) or "/" in m or m in ("", ".", "..") for m in models):
+        raise TunerError(f"{path} is not a valid claim: models {models!r} are not folder names")
+    for name in models:
+        if name != model and not (directory / name / "config.pbtxt").is_file():
+            raise TunerError(f"{directory} is not a complete tuner export: {name}/config.pbtxt is missing")
     if not isinstance(model, str) or not model:
         raise TunerError(f"{path} is not a valid claim: no model name")
     return claim
@@ -134,14 +140,19 @@ def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: st
     with tempfile.TemporaryDirectory(prefix="tuner-verify-") as tmp:
         work = Path(tmp)
         repository = work / "repository"
-        # A copy: the server (and anything it writes) never touches the export itself.
-        shutil.copytree(directory / claim["model_dir"], repository / model, ignore=shutil.ignore_patterns(MARKER))
+        # A pipeline's claim names every model of it (composing models first, the top model last).
+        names = claim.get("models") or [model]
+        packages = []
+        for name in names:
+            # A copy: the server (and anything it writes) never touches the export itself.
+            folder = repository / name
+            shutil.copytree(directory / (claim["model_dir"] if name == model else name), folder,
+                            ignore=shutil.ignore_patterns(MARKER))
+            files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+                     if p.is_file() and p.relative_to(folder).as_posix() != "config.pbtxt"}
+            packages.append(ModelPackage(name, (folder / "config.pbtxt").read_text(), files))
         if input_data.is_file():
             input_data = Path(shutil.copy2(input_data, work / input_data.name))
-        folder = repository / model
-        files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
-                 if p.is_file() and p.relative_to(folder).as_posix() != "config.pbtxt"}
-        package = ModelPackage(model, (folder / "config.pbtxt").read_text(), files)
         if url is None:
             server = LocalServer(repository, work / "server.log")
             where = "a fresh local tritonserver"
@@ -156,10 +167,12 @@ def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: st
         with server:
             while len(measured) < rounds:
                 number = len(measured) + 1
-                server.unload(model)  # Triton keeps a model whose config is unchanged: a round reloads it
+                for package in reversed(packages):  # Triton keeps a model whose config is unchanged: a round reloads it
+                    server.unload(package.name)
                 started = time.monotonic()
                 try:
-                    server.load(package)
+                    for package in packages:
+                        server.load(package)
                 except TrialError as exc:
                     hint = ("" if claim.get("form_measured", True) else
                             f"; this form ({claim.get('form')}) needs a server with its runtime's own backend")

@@ -30,6 +30,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         attrs = t.user_attrs
         row = {"number": t.number, "state": t.state.name, "baseline": bool(attrs.get("baseline", False))}
         row |= {k: attrs.get("candidate", {}).get(k) for k in KNOBS}
+        row["steps"] = attrs.get("candidate", {}).get("steps")  # a pipeline's step settings (tuner.pipeline)
         measurement = attrs.get("measurement", {})
         row |= {k: measurement.get(k) for k in FIGURES}
         checked = attrs.get("accuracy", {})
@@ -48,7 +49,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["price_per_hour"] = attrs.get("price_per_hour", default_price)
         row["cost_per_million"] = cost_per_million(row["throughput"], row["price_per_hour"])
         rows.append(row)
-    columns = ["number", "state", "baseline", *KNOBS, *FIGURES, *METRICS, "max_rel_error", "ctc_agreement",
+    columns = ["number", "state", "baseline", *KNOBS, "steps", *FIGURES, *METRICS, "max_rel_error", "ctc_agreement",
                "load_s", "first_request_ms",
                "measure_s", "repeat_of", "error", "rejected", "retried", "failure", "duration_s", *WHERE,
                "price_per_hour", "cost_per_million"]

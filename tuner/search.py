@@ -18,7 +18,9 @@ from tuner.experiment import Experiment
 from tuner.server.launch import make_server
 from tuner.study import (check_identity, delete_own_study, enqueue_first_trials, finished_count, open_study,
                          record_identity, requeue_interrupted, taken_before)
-from tuner.trial import TrialRunner
+from tuner.pipeline import runner as pipeline_runner, source as pipeline_source, space as pipeline_space
+from tuner.pipeline.source import PipelineSource
+from tuner.trial import TrialObjective, TrialRunner
 from tuner.workspace import Workspace, claim_slot, prepare_inputs
 
 
@@ -42,14 +44,34 @@ def prepare_study(exp: Experiment, source: model_source.ModelSource, study_name:
     check_identity(study, exp, source)
     record_identity(study, exp, source)
     if not study.trials:
-        enqueue_first_trials(study, exp, source.signature.batched)
+        if isinstance(source, PipelineSource):
+            enqueue_pipeline_baseline(study, exp, source)
+        else:
+            enqueue_first_trials(study, exp, source.signature.batched)
     return study
 
 
-def resolve_source(exp: Experiment, reporter: Reporter) -> model_source.ModelSource:
+def resolve_source(exp: Experiment, reporter: Reporter) -> model_source.ModelSource | PipelineSource:
+    """The model to search: a pipeline (a zoo pipeline, or a repository whose top model is an
+    ensemble or a BLS model), else one model (a zoo name, an ONNX file, a model directory)."""
+    if exp.model in pipeline_source.ZOO_PIPELINES:
+        reporter.note(f"preparing built-in pipeline {exp.model} (exported and written on first use, then cached)")
+    pipeline = pipeline_source.resolve(exp.model, exp.results_dir / "cache", exp.seed or 0)
+    if pipeline is not None:
+        return pipeline
     if zoo.get(exp.model) is not None:
         reporter.note(f"preparing built-in model {exp.model} (exported to ONNX on first use, then cached)")
     return model_source.resolve(exp.model, exp.results_dir / "cache")
+
+
+def enqueue_pipeline_baseline(study: optuna.Study, exp: Experiment, source: PipelineSource) -> None:
+    """The repository as given goes first (at each baseline concurrency, or once with a ramp):
+    the bar every pipeline candidate is measured against."""
+    spaces = pipeline_runner.spaces_of(exp, source)
+    ramping = exp.measure.ramps
+    for level in ([0] if ramping else exp.baseline_concurrency)[:max(exp.trials, 1)]:
+        params = pipeline_space.params_of(pipeline_runner.as_given(exp, source, level), spaces)
+        study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
 
 
 def run(exp: Experiment, reporter: Reporter, fresh: bool = False) -> optuna.Study:
@@ -73,17 +95,29 @@ def run(exp: Experiment, reporter: Reporter, fresh: bool = False) -> optuna.Stud
         worker = workers.make(slot, exp.price_per_hour)
         if slot or len(workers.live(study)) > 0:
             reporter.note(f"worker {worker.id} ({worker.hardware}); workspace {ws.root}")
-        samples = prepare_inputs(source, ws, exp)
+        pipeline = isinstance(source, PipelineSource)
+        samples = [] if pipeline else prepare_inputs(source, ws, exp)
         server = make_server(exp.server, ws.repository, ws.server_log,
                              study_name if slot == 0 else f"{study_name}-w{slot}")
         with workers.Registration(study, worker) as registration, server.start():
-            runner = TrialRunner(exp, source, server, ws, samples, note=reporter.note,
-                                 on_start=reporter.trial_started, worker=worker)
+            if pipeline:
+                runner = pipeline_runner.PipelineTrialRunner(exp, source, server, ws, note=reporter.note,
+                                                             on_start=reporter.trial_started, worker=worker)
+                measure = runner.verify_measure(study)
+            else:
+                runner = TrialRunner(exp, source, server, ws, samples, note=reporter.note,
+                                     on_start=reporter.trial_started, worker=worker)
+                measure = verification.Verifier(study, exp, source, server, ws, samples)
             _sample(study, runner, exp, reporter, _deadline(study, worker, exp))
             registration.set_state("sampled")
             if _needs_verification(study, exp) and _verifies(study, worker, reporter):
-                verification.run(study, exp, verification.Verifier(study, exp, source, server, ws, samples),
-                                 note=reporter.note)
+                if exp.server.launch != "remote":
+                    # On a fresh server, as `tuner verify` measures an export: minutes of loads and
+                    # unloads must not weigh on the figures a claim is made of (issue 13 saw a wenet
+                    # claim verify 10-17 % higher on a fresh server than in the search's own).
+                    server.stop()
+                    server.start()
+                verification.run(study, exp, measure, note=reporter.note)
     return study
 
 
@@ -94,7 +128,7 @@ def _deadline(study: optuna.Study, worker: workers.Worker, exp: Experiment) -> f
     return None if budget is None else workers.session_start(study, worker.id) + budget
 
 
-def _sample(study: optuna.Study, runner: TrialRunner, exp: Experiment, reporter: Reporter,
+def _sample(study: optuna.Study, runner: TrialObjective, exp: Experiment, reporter: Reporter,
             deadline: float | None) -> None:
     """One trial at a time until the study's budget is finished or the time is up. While the
     other workers measure the last trials of the budget this one waits: one of them may die,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import optuna
@@ -11,6 +12,7 @@ from tuner.candidate import REFERENCE_RUNTIME
 from tuner.errors import TunerError
 from tuner.experiment import Experiment, Space
 from tuner.model_source import ModelSource
+from tuner.pipeline.source import PipelineSource
 from tuner.space import triton_default_params, widen_for_baseline
 from tuner.storage import mask, open_storage
 
@@ -45,12 +47,19 @@ def open_study(exp: Experiment, study_name: str, create: bool = True) -> optuna.
         raise TunerError(f"cannot open study storage {mask(url)!r}: {first}") from None
 
 
-def model_digest(source: ModelSource) -> str:
-    """What identifies the model a study measures: the content of the ONNX file it serves."""
+def model_digest(source: ModelSource | PipelineSource) -> str:
+    """What identifies the model a study measures: the content of the ONNX file it serves, or of
+    every file of a pipeline's repository."""
+    if isinstance(source, PipelineSource):
+        digest = hashlib.sha256()
+        root = source.repository.root
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(root).as_posix()}:{file_digest(path)}\n".encode())
+        return digest.hexdigest()
     return file_digest(source.onnx_path)
 
 
-def check_identity(study: optuna.Study, exp: Experiment, source: ModelSource) -> None:
+def check_identity(study: optuna.Study, exp: Experiment, source: ModelSource | PipelineSource) -> None:
     """A study resumes only on the model and the space it was searched on: its trials would
     otherwise mix two models' figures, or Optuna could not mix their choices."""
     if not study.trials:
@@ -69,7 +78,7 @@ def check_identity(study: optuna.Study, exp: Experiment, source: ModelSource) ->
         raise TunerError(f"study {study.study_name!r} was searched over another space ({'; '.join(changed)}); {remedy}")
 
 
-def record_identity(study: optuna.Study, exp: Experiment, source: ModelSource) -> None:
+def record_identity(study: optuna.Study, exp: Experiment, source: ModelSource | PipelineSource) -> None:
     """What the study is of, so that export, report and the dashboard can read it back alone."""
     study.set_user_attr("model", exp.model)
     study.set_user_attr("model_name", source.name)

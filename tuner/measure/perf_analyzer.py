@@ -152,6 +152,8 @@ def measure(cmd: list[str], csv_path: Path, timeout_s: float) -> Measurement:
                              timeout=timeout_s, env=tools.perf_analyzer_env())
     except subprocess.TimeoutExpired:
         raise Hung(f"perf_analyzer did not finish within {timeout_s:.0f} s") from None
+    # Its report beside the CSV: an ensemble's per-step figures are in it only (tuner.measure.composing).
+    report_path(csv_path).write_text(out.stdout + out.stderr)
     if out.returncode != 0 or not csv_path.exists():
         lines = [l for l in (out.stdout + out.stderr).splitlines() if l.strip()]
         reason = " | ".join(lines[-3:]) or f"exit code {out.returncode}"
@@ -159,6 +161,11 @@ def measure(cmd: list[str], csv_path: Path, timeout_s: float) -> Measurement:
                  else WindowTooShort if "No valid requests" in reason else TrialError)
         raise error(f"perf_analyzer failed: {reason}")
     return parse_csv(csv_path.read_text())
+
+
+def report_path(csv_path: Path) -> Path:
+    """Where `measure` keeps perf_analyzer's printed report of the run whose CSV is `csv_path`."""
+    return csv_path.with_suffix(".txt")
 
 
 def as_shell(cmd: list[str]) -> str:

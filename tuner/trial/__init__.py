@@ -33,7 +33,7 @@ from tuner.study import give_back_reason
 from tuner.workers import Worker
 from tuner.workspace import Sample, Workspace
 
-__all__ = ["TrialRunner", "usable_runtimes"]
+__all__ = ["TrialObjective", "TrialRunner", "usable_runtimes"]
 
 
 def usable_runtimes(exp: Experiment, source: ModelSource, server_backends: tuple[str, ...]
@@ -47,28 +47,17 @@ def usable_runtimes(exp: Experiment, source: ModelSource, server_backends: tuple
     return sorted({exp.baseline_runtime, *(runtime_key(b, p) for b, p in usable)}), skipped
 
 
-class TrialRunner:
-    """Measures one candidate per call (an Optuna objective) on the running server."""
+class TrialObjective:
+    """What every trial does around its own stages (an Optuna objective): give back a trial beyond
+    the study's budget, reuse the measurement of identical params, record the candidate, retry an
+    infrastructure fault once, and turn every failure into a recorded reason. Subclasses say how a
+    candidate is suggested (`_suggest`) and measured (`_run`); `server`, `exp`, `worker` and
+    `on_start` are theirs to set."""
 
-    def __init__(self, exp: Experiment, source: ModelSource, server: Server, ws: Workspace, samples: list[Sample],
-                 note: Callable[[str], None] = lambda message: None,
-                 on_start: Callable[[int, Candidate], None] = lambda number, candidate: None,
-                 worker: Worker | None = None):
-        """`server` is running; `note` hears which requested runtimes it cannot run and why,
-        `on_start` each trial's candidate as it starts; each trial records `worker`, where it was
-        measured."""
-        self.exp, self.source, self.server, self.ws, self.samples = exp, source, server, ws, samples
-        self.on_start, self.worker = on_start, worker
-        # A server with a runtime's own Triton backend gets its native config; the bundled one
-        # has only the python backend, which serves the adapters.
-        self.server_backends = tuple(server.backends())
-        self.runtimes, skipped = usable_runtimes(exp, source, self.server_backends)
-        for key, reason in skipped.items():
-            note(f"skipping {key}: {reason}")
-        self.space = widen_for_baseline(exp.space, exp.baseline_concurrency, source.signature.batched,
-                                        exp.baseline_runtime)
-        self.guard = AccuracyGuard(source, exp.accuracy.spec(), samples[: exp.accuracy.samples])
-        self._loaded_config: str | None = None
+    exp: Experiment
+    server: Server
+    worker: Worker | None
+    on_start: Callable[[int, object], None]
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         reason = give_back_reason(trial.study, trial.number, self.exp.trials)
@@ -111,6 +100,44 @@ class TrialRunner:
                 raise TrialError(message) from exc
         raise AssertionError("unreachable")
 
+    def _suggest(self, trial: optuna.Trial):
+        raise NotImplementedError
+
+    def _run(self, trial: optuna.Trial, candidate) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def _infrastructure(self, exc: TrialError) -> str | None:
+        """Which infrastructure fault caused a failure: the server died, or perf_analyzer hung."""
+        if not self.server.is_alive():
+            return "server died"
+        if isinstance(exc, Hung):
+            return "perf_analyzer hung"
+        return None
+
+
+class TrialRunner(TrialObjective):
+    """Measures one candidate per call (an Optuna objective) on the running server."""
+
+    def __init__(self, exp: Experiment, source: ModelSource, server: Server, ws: Workspace, samples: list[Sample],
+                 note: Callable[[str], None] = lambda message: None,
+                 on_start: Callable[[int, Candidate], None] = lambda number, candidate: None,
+                 worker: Worker | None = None):
+        """`server` is running; `note` hears which requested runtimes it cannot run and why,
+        `on_start` each trial's candidate as it starts; each trial records `worker`, where it was
+        measured."""
+        self.exp, self.source, self.server, self.ws, self.samples = exp, source, server, ws, samples
+        self.on_start, self.worker = on_start, worker
+        # A server with a runtime's own Triton backend gets its native config; the bundled one
+        # has only the python backend, which serves the adapters.
+        self.server_backends = tuple(server.backends())
+        self.runtimes, skipped = usable_runtimes(exp, source, self.server_backends)
+        for key, reason in skipped.items():
+            note(f"skipping {key}: {reason}")
+        self.space = widen_for_baseline(exp.space, exp.baseline_concurrency, source.signature.batched,
+                                        exp.baseline_runtime)
+        self.guard = AccuracyGuard(source, exp.accuracy.spec(), samples[: exp.accuracy.samples])
+        self._loaded_config: str | None = None
+
     def _suggest(self, trial: optuna.Trial) -> Candidate:
         try:
             return suggest(trial, self.space, self.source.signature.batched, self.runtimes,
@@ -124,14 +151,6 @@ class TrialRunner:
                              f"search offers (its space or the runtimes usable here changed: "
                              f"{', '.join(self.runtimes)}); use --study NEW_NAME, or --fresh to start this "
                              f"study again") from None
-
-    def _infrastructure(self, exc: TrialError) -> str | None:
-        """Which infrastructure fault caused a failure: the server died, or perf_analyzer hung."""
-        if not self.server.is_alive():
-            return "server died"
-        if isinstance(exc, Hung):
-            return "perf_analyzer hung"
-        return None
 
     def _run(self, trial: optuna.Trial, candidate: Candidate) -> tuple[float, float]:
         known = self.guard.known_failure(candidate)

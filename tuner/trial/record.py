@@ -12,7 +12,7 @@ from tuner.trial.loadtest import LoadResult
 
 # What a repeat of a measured deployment copies from it.
 REUSED = ("measurement", "config_pbtxt", "perf_analyzer_cmd", "accuracy", "server_metrics", "candidate", "curve",
-          "confirm")
+          "confirm", "configs", "step_shares")  # the last two: a pipeline's (tuner.pipeline.runner)
 
 
 def same_params(study: optuna.Study, params: dict) -> optuna.trial.FrozenTrial | None:

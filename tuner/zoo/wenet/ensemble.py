@@ -190,9 +190,10 @@ def packages(spec: EnsembleSpec, artifacts: ZooArtifacts, workdir: Path) -> list
     scoring_files = {"1/model.py": _PYTHON / "wenet_scoring_model.py",
                      "1/tuner_adapter.py": _PYTHON / "tuner_adapter.py",
                      "1/decoding.py": _LEAF_MODULES / "decoding.py",
-                     "1/units.txt": units}
-    if spec.method == "rescore":
-        scoring_files["1/decoder.onnx"] = artifacts.decoder
+                     "1/units.txt": units,
+                     # Shipped whatever the method: the scoring step loads it only for rescore,
+                     # so a deployment switches method by its config parameter alone.
+                     "1/decoder.onnx": artifacts.decoder}
 
     # An ensemble has no files, but Triton wants its version directory.
     version_marker = workdir / "ensemble-version-marker"
