@@ -46,4 +46,5 @@ class TritonPythonModel(BatchingModel):
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def infer(self, feed):
-        return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
+        # Only the outputs this batch's requests want are fetched (tuner_adapter.BatchingModel).
+        return dict(zip(self.needed_outputs, self.session.run(self.needed_outputs, feed)))

@@ -14,7 +14,10 @@ benchmarks/gpu_ladder.py). Parameters (config.pbtxt `parameters`, from tuner/kno
   inputs of rank >= 2) is padded to the next one, and the outputs' time axis trimmed back with the
   module's `output_frames(frames)`, so the results are those of the unbucketed batch;
 - cuda_graphs: True/False: one CUDA graph per (batch size, bucket), captured on first use;
+  ignored without length_buckets (see Settings.from_parameters);
 - ragged_outputs.
+Outputs no request of a batch wants (tuner_adapter.BatchingModel.needed_outputs: an ensemble asks
+only for those it maps) stay on the device: no cast, no device->host copy.
 """
 
 import importlib
@@ -65,10 +68,15 @@ class Settings:
 
     @classmethod
     def from_parameters(cls, params):
+        buckets = parse_buckets(params.get("length_buckets", "off"))
+        graphs = str(params.get("cuda_graphs", "False")).lower() in ("true", "1", "on")
+        # Config parameters searched one by one (a pipeline step's categorical knobs) can ask for
+        # graphs without buckets; that combination runs eagerly instead of failing the load, as the
+        # knob table does by leaving cuda_graphs out without buckets. A runner built directly still
+        # refuses it (refusal below).
         return cls(precision=params.get("precision", "fp32"), attention=params.get("attention", "native"),
-                   compile=params.get("compile", "off"),
-                   length_buckets=parse_buckets(params.get("length_buckets", "off")),
-                   cuda_graphs=str(params.get("cuda_graphs", "False")).lower() in ("true", "1", "on"))
+                   compile=params.get("compile", "off"), length_buckets=buckets,
+                   cuda_graphs=graphs and bool(buckets))
 
 
 def refusal(settings, device, module):
@@ -121,7 +129,9 @@ class TorchRunner:
         self.graphs = {}  # input shapes -> (graph, static inputs, static outputs)
         self.pool = torch.cuda.graph_pool_handle() if settings.cuda_graphs else None
 
-    def __call__(self, feed):
+    def __call__(self, feed, outputs=None):
+        """The module's outputs for one batch, as numpy on the host; `outputs` names those to
+        return (None: all), the others are never copied off the device."""
         frames = next((np.shape(feed[n])[1] for n, r in self.input_ranks.items() if r >= 2), None)
         target = frames
         if self.settings.length_buckets and frames is not None:
@@ -132,7 +142,7 @@ class TorchRunner:
         graphed = self.settings.cuda_graphs and frames is not None and frames <= self.settings.length_buckets[-1]
         with torch.inference_mode():
             results = self._replay(tensors) if graphed else self.forward(*tensors)
-            host = self._to_host(results)
+            host = self._to_host(results, self.outputs if outputs is None else outputs)
         if target != frames:
             keep, padded = self.module.output_frames(frames), self.module.output_frames(target)
             host = {n: v[:, :keep] if v.ndim >= 2 and v.shape[1] == padded else v for n, v in host.items()}
@@ -145,9 +155,11 @@ class TorchRunner:
         tensor = tensor.to(self.device, non_blocking=True)
         return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
 
-    def _to_host(self, results):
+    def _to_host(self, results, wanted):
         host = {}
         for name, value in zip(self.outputs, results):
+            if name not in wanted:
+                continue
             if value.is_floating_point() and value.dtype != torch.float32:
                 value = value.float()
             if self.pinned:
@@ -213,4 +225,4 @@ class TritonPythonModel(BatchingModel):
         self.runner = TorchRunner(module, self.input_ranks, self.outputs, device, Settings.from_parameters(params))
 
     def infer(self, feed):
-        return self.runner(feed)
+        return self.runner(feed, self.needed_outputs)

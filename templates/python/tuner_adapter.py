@@ -6,7 +6,11 @@ turns the list of requests Triton hands to `execute` into one call of its runtim
   are zero-padded to the longest, which is correct for models that take their valid lengths
   as an input (e.g. WeNet's speech_lengths);
 - outputs are split back per request; outputs named in the `ragged_outputs` parameter have
-  their time axis trimmed to the longest valid length among that request's rows.
+  their time axis trimmed to the longest valid length among that request's rows;
+- a response holds only the outputs its request names (`requested_output_names()`; none named:
+  all, as Triton reads an empty list). An ensemble's scheduler names only the outputs it maps, so
+  an unmapped one (WeNet's ctc_log_probs, megabytes per utterance) is never built into a response,
+  and `infer` may skip copying it off the device (`needed_outputs`).
 
 This file ships beside model.py in the model's version directory; model.py puts that directory
 on sys.path before importing it. The numpy functions here run without Triton (unit tests).
@@ -56,6 +60,13 @@ def feeds(per_request, input_ranks):
             for name, rank in input_ranks.items()}
 
 
+def needed_outputs(wanted, outputs, ragged_outputs):
+    """The outputs a batch must compute, in `outputs` order: those any request wants, and the
+    lengths that trim a wanted ragged one when it is split per request."""
+    lengths = {ragged_outputs[name] for name in wanted if name in ragged_outputs}
+    return [name for name in outputs if name in wanted or name in lengths]
+
+
 def split(results, rows, batched, ragged_outputs):
     """Per-request output dicts from the batch results; `rows` is each request's batch size."""
     per_request, start = [], 0
@@ -80,7 +91,9 @@ class BatchingModel:
 
     A subclass's `initialize` calls `self.configure(args)` and sets `self.input_ranks`
     ({input name: rank in the model}) and `self.outputs` (output names); `infer(feed)` runs the
-    runtime once and returns {output name: array}.
+    runtime once and returns {output name: array}, at least for the names in
+    `self.needed_outputs` (set before each call: what this batch's requests want); others it
+    returns are dropped.
     """
 
     def configure(self, args):
@@ -104,8 +117,15 @@ class BatchingModel:
     def _run(self, requests):
         per_request = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_ranks}
                        for r in requests]
+        wanted = [self._wanted(r) for r in requests]
+        self.needed_outputs = needed_outputs(set().union(*wanted), self.outputs, self.ragged_outputs)
         results = self.infer(feeds(per_request, self.input_ranks))
-        results = {name: results[name] for name in self.outputs}
+        results = {name: results[name] for name in self.needed_outputs}
         rows = [next(iter(inputs.values())).shape[0] if self.batched else 1 for inputs in per_request]
-        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in out.items()])
-                for out in split(results, rows, self.batched, self.ragged_outputs)]
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in out.items()
+                                                           if name in names])
+                for out, names in zip(split(results, rows, self.batched, self.ragged_outputs), wanted)]
+
+    def _wanted(self, request):
+        """The outputs a request names; none named: all of them, as Triton reads an empty list."""
+        return set(request.requested_output_names()) or set(self.outputs)

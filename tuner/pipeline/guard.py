@@ -121,11 +121,16 @@ class PipelineGuard:
         if self.reference is None:
             self.reference = self._infer_all(grpc_url)
 
-    def check(self, grpc_url: str) -> dict:
-        """The verdict on the deployed pipeline (see :func:`compare`); a failed request raises TrialError."""
-        if self.reference is None:
+    def check(self, grpc_url: str, parameters: Mapping[str, Mapping[str, str]] | None = None) -> dict:
+        """The verdict on the deployed pipeline (see :func:`compare`) against the reference of its
+        searched `parameters` ({step: {key: value}}) where the source has one per choice; a failed
+        request raises TrialError."""
+        reference = self.reference
+        if self.source.reference_for is not None and parameters is not None:
+            reference = self.source.reference_for(parameters)
+        if reference is None:
             raise RuntimeError("no reference: call take_reference with the as-given pipeline deployed first")
-        return compare(self.reference, self._infer_all(grpc_url), self._text_outputs, self.max_cer,
+        return compare(reference, self._infer_all(grpc_url), self._text_outputs, self.max_cer,
                        self.max_rel_error)
 
     def _infer_all(self, grpc_url: str) -> list[Outputs]:

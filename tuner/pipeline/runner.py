@@ -101,7 +101,8 @@ class PipelineTrialRunner(TrialObjective):
         trial.set_user_attr("load_s", load_s)
 
         started = time.monotonic()
-        verdict = self.guard.check(self.server.grpc_url)
+        verdict = self.guard.check(self.server.grpc_url,
+                                   {name: dict(s.parameters) for name, s in candidate.steps.items()})
         trial.set_user_attr("first_request_ms", round((time.monotonic() - started) * 1000, 1))
         trial.set_user_attr("accuracy", verdict)
         if not verdict["ok"]:

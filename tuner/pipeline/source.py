@@ -2,7 +2,8 @@
 the measurement's input data, the reference outputs, and the config parameters worth searching.
 
 ``resolve(model, cache_dir)`` turns ``--model`` into a :class:`PipelineSource` when it names a
-pipeline: a zoo pipeline (``wenet-pipeline``, ``wenet-tiny-pipeline``: tuner.zoo.wenet.repository),
+pipeline: a zoo pipeline (``wenet-pipeline``, ``wenet-tiny-pipeline``, on GPUs
+``wenet-gpu-pipeline``, ``wenet-tiny-gpu-pipeline``: tuner.zoo.wenet.repository),
 a model repository whose top model is an ensemble (``DIR``), or a repository and its top model
 (``DIR:MODEL``, the way to name a python BLS model). Anything else is left to
 tuner.model_source (None).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +33,13 @@ from tuner.model_source import generic_samples
 from tuner.pipeline.repository import PipelineRepository, is_pipeline, read, split_model_arg
 from tuner.signature import Signature, Tensor
 
-# Zoo pipeline name -> the WeNet variant it serves.
-ZOO_PIPELINES = {"wenet-pipeline": "wenet", "wenet-tiny-pipeline": "wenet-tiny"}
+# Zoo pipeline name -> the WeNet variant it serves and the device its models run on.
+ZOO_PIPELINES = {
+    "wenet-pipeline": ("wenet", "cpu"),
+    "wenet-tiny-pipeline": ("wenet-tiny", "cpu"),
+    "wenet-gpu-pipeline": ("wenet", "gpu"),
+    "wenet-tiny-gpu-pipeline": ("wenet-tiny", "gpu"),
+}
 # Imported by name: that module builds a PipelineSource, so importing it here would be a cycle.
 _ZOO_BUILDER = "tuner.zoo.wenet.repository"
 USER_REQUESTS = 8
@@ -49,6 +56,9 @@ class PipelineSource:
     # (taken once at the start of a search).
     reference: list[dict[str, np.ndarray]] | None
     parameters: dict[str, dict[str, tuple[str, ...]]]  # config parameters to search: {step: {key: values}}
+    # The reference for a trial's searched parameters ({step: {key: value}}), where they change what
+    # the right outputs are (WeNet's scoring method); None: `reference` for every trial.
+    reference_for: Callable[[Mapping[str, Mapping[str, str]]], list[dict[str, np.ndarray]]] | None = None
     mean_seconds: float | None = None  # WeNet: mean utterance duration (audio s served = utt/s * this)
 
 
@@ -58,7 +68,8 @@ def resolve(model: str, cache_dir: Path, seed: int = 0) -> PipelineSource | None
     cache_dir = Path(cache_dir)
     if model in ZOO_PIPELINES:
         builder = importlib.import_module(_ZOO_BUILDER)
-        return builder.pipeline_source(ZOO_PIPELINES[model], cache_dir / "zoo", seed)
+        variant, device = ZOO_PIPELINES[model]
+        return builder.pipeline_source(variant, cache_dir / "zoo", seed, device)
     root, top = split_model_arg(model)
     if top is None and not is_pipeline(root):
         return None

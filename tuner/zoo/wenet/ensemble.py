@@ -2,7 +2,7 @@
 
 ```
 WAV, WAV_LENS ─► feature_extractor ─► SPEECH, SPEECH_LENGTHS ─► encoder ─► ENCODER_OUT(_LENS),
-                 (python: fbank)                         (ONNX Runtime)    BEAM_LOG_PROBS(_IDX)
+                 (python: fbank)                (ONNX Runtime | PyTorch)   BEAM_LOG_PROBS(_IDX)
                                                                                 │
            TRANSCRIPTS, TOKENS, TOKEN_LENS ◄── scoring ◄────────────────────────┘
                       (python: CTC greedy | prefix beam | prefix beam + attention rescoring)
@@ -13,8 +13,10 @@ left unmapped, so they never reach a client. Each composing model's scheduling (
 batch size, dynamic batching and its queue delay) comes from its own :class:`Candidate` and is
 rendered by the same templates as a single-model trial (tuner.render), so a later per-step
 search varies exactly the knobs it varies today. The encoder is the zoo's ONNX export served by
-the ONNX Runtime python-backend adapter; the two python steps ship the leaf modules they run
-(features.py, decoding.py) beside their model.py, so the repository runs without tuner.
+its backend's python-backend adapter (ONNX Runtime on CPUs), or, for a pytorch Candidate (GPUs),
+the zoo's PyTorch module built by the pytorch adapter from a model.json naming it; that one
+imports tuner.zoo.wenet, so the server's python then needs tuner. The two python steps ship the
+leaf modules they run (features.py, decoding.py) beside their model.py.
 
 :func:`packages` gives the four models as :class:`ModelPackage` (composing models first, the
 ensemble last), for a server's ``load`` or for :func:`write_repository`.
@@ -30,7 +32,7 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tuner import backends
+from tuner import backends, zoo
 from tuner.candidate import Candidate
 from tuner.render import parse, render
 from tuner.resources import TEMPLATES_DIR
@@ -148,8 +150,21 @@ def _ensemble_config(spec: EnsembleSpec, encoder: Signature, scoring: Signature)
     return text_format.MessageToString(config)
 
 
+def _encoder_files(variant: str, candidate: Candidate, artifacts: ZooArtifacts, workdir: Path) -> dict[str, Path]:
+    """The encoder's model directory: its backend's adapter beside the ONNX export, or for the
+    pytorch backend beside a model.json (written under ``workdir``) naming the zoo's PyTorch module."""
+    backend = backends.get(candidate.backend)
+    if backend.family != "pytorch":
+        return backend.adapter_files(artifacts.encoder)
+    definition = workdir / f"{variant}-model.json"
+    definition.parent.mkdir(parents=True, exist_ok=True)
+    definition.write_text(json.dumps({"torch_module": zoo.get(variant).torch_module}))
+    return backend.adapter_files(definition)
+
+
 def packages(spec: EnsembleSpec, artifacts: ZooArtifacts, workdir: Path) -> list[ModelPackage]:
-    """The composing models and the ensemble; generated files (units.txt) go under ``workdir``."""
+    """The composing models and the ensemble; generated files (units.txt, the pytorch encoder's
+    model.json) go under ``workdir``."""
     cfg = get_config(spec.variant)
     pipeline.check_scoring(cfg, spec.method, spec.beam_width)
     if set(spec.steps) != set(STEPS):
@@ -173,7 +188,7 @@ def packages(spec: EnsembleSpec, artifacts: ZooArtifacts, workdir: Path) -> list
     encoder_config = render("adapter", ENCODER, encoder_signature, encoder, sample, ragged)
     if encoder.warmup:
         raise ValueError("the encoder step runs without warmup for now (its warmup files are not written)")
-    encoder_files = backends.get(encoder.backend).adapter_files(artifacts.encoder)
+    encoder_files = _encoder_files(spec.variant, encoder, artifacts, workdir)
 
     units = workdir / f"{spec.variant}-units.txt"
     units.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One device call on a 2-GPU machine (issues 15 and 16): the WeNet audio-to-text ensemble searched
+# on GPU 0 (experiments/wenet-gpu-pipeline.yaml) while the encoder alone is searched over the
+# pytorch ladder on GPU 1 (experiments/wenet-gpu-ladder-search.yaml); then, with TWO_GPU=1 instead,
+# the ensemble searched with both GPUs visible (every KIND_GPU step gets its instances on each GPU).
+# Everything is packed into $OUT/results.tgz (the device tool brings back at most 8 files).
+#   usage: OUT=<dir> bash scripts/gpu/session_pipeline.sh          # one GPU each
+#          OUT=<dir> TWO_GPU=1 bash scripts/gpu/session_pipeline.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+FINAL=${OUT:?}; W=/tmp/session-pipeline; mkdir -p "$W"
+source scripts/gpu/env.sh
+{ git rev-parse --short HEAD; git status --short; nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader; nproc; } \
+  > "$W/machine.txt" 2>&1
+# The zoo's export and the pipeline's repository once, before two processes would both start them.
+$PY -c 'from pathlib import Path; from tuner.pipeline import source; source.resolve("wenet-gpu-pipeline", Path("results/cache"))' \
+  > "$W/prepare.log" 2>&1
+search() {  # name, experiment, devices, timeout
+  local name=$1 exp=$2 devices=$3 limit=$4 start
+  start=$(date +%s)
+  CUDA_VISIBLE_DEVICES=$devices timeout "$limit" $PY -m tuner search --experiment "$exp" \
+    --storage "sqlite:///$W/$name.db" --study "$name" > "$W/$name.log" 2>&1
+  echo "$name: exit $? in $(( $(date +%s) - start )) s" >> "$W/walls.txt"
+  $PY -m tuner report --study "$name" --storage "sqlite:///$W/$name.db" > "$W/$name-report.txt" 2>&1
+}
+( while true; do nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used,power.draw --format=csv,noheader; sleep 5; done ) \
+  > "$W/gpu-usage.txt" 2>&1 &
+monitor=$!
+if [ "${TWO_GPU:-0}" = 1 ]; then
+  search pipeline-2gpu experiments/wenet-gpu-pipeline.yaml 0,1 470
+else
+  search ladder-1gpu experiments/wenet-gpu-ladder-search.yaml 1 470 &
+  ladder=$!
+  search pipeline-1gpu experiments/wenet-gpu-pipeline.yaml 0 470
+  wait $ladder
+fi
+kill $monitor 2>/dev/null
+for d in results/*/; do [ -f "$d/server.log" ] && cp "$d/server.log" "$W/$(basename "$d")-server.log"; done
+cp "$W"/*-report.txt "$W/walls.txt" "$FINAL/" 2>/dev/null
+tar czf "$FINAL/results.tgz" -C "$W" --exclude='*.csv' .
