@@ -129,6 +129,9 @@ class VerifySpec(_Strict):
     target_half_width: float = Field(0.05, gt=0, description="stop once the winner's interval is within +-this share")
     share: float = Field(0.3, gt=0, lt=1, description="share of timeout_s the stage may take (the search gets the rest)")
     max_s: float = Field(900.0, gt=0, description="the stage's time when the search has no timeout_s")
+    warmup_s: float = Field(0.0, ge=0, description="after each reload, load the finalist this long unmeasured first "
+                                                   "(GPU runtimes plan kernels and capture graphs on first sight of "
+                                                   "each shape; 0: measure at once)")
 
     def budget_s(self, timeout_s: float | None) -> float:
         return timeout_s * self.share if timeout_s else self.max_s

@@ -24,7 +24,7 @@ from tuner.pipeline.source import PipelineSource
 from tuner.server import ModelPackage, Server
 from tuner.trial import TrialObjective, record
 from tuner.trial.guard import Rejected
-from tuner.trial.loadtest import PerfRun, load_test, perf_runner
+from tuner.trial.loadtest import PerfRun, load_test, perf_runner, warm_up
 from tuner.workers import Worker
 from tuner.workspace import Workspace
 
@@ -143,9 +143,13 @@ class PipelineTrialRunner(TrialObjective):
             candidate = space.PipelineCandidate.from_dict(attrs["candidate"])
             deploy(self.server, self.source, candidate, self.workdir, reload=True)
             path = lambda suffix: self.ws.root / "verify" / f"r{round_number}_t{number}_{suffix}.csv"  # noqa: E731
-            perf = perf_runner(self.source.repository.top, self.server.grpc_url, self.server.metrics_url,
-                               self.exp.measure, self.source.input_data, path)
-            run = perf(candidate.concurrency, "")
+
+            def perf_at(spec):
+                return perf_runner(self.source.repository.top, self.server.grpc_url, self.server.metrics_url,
+                                   spec, self.source.input_data, path)
+
+            warm_up(perf_at, candidate.concurrency, self.exp.verify.warmup_s)
+            run = perf_at(self.exp.measure)(candidate.concurrency, "")
             return {"throughput": run.measurement.throughput, "p99_ms": run.measurement.p99_ms,
                     "p50_ms": run.measurement.p50_ms, "command": run.command, "unstable": run.unstable,
                     "step_shares": step_shares(path(f"c{candidate.concurrency:g}"), candidate.concurrency)}

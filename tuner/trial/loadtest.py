@@ -100,3 +100,12 @@ def _new_best(measurement: Measurement, best: float, max_p99_ms: float | None) -
     study's new best (within the SLA) is measured again."""
     return ((max_p99_ms is None or measurement.p99_ms <= max_p99_ms) and measurement.sustained
             and measurement.throughput > best)
+
+
+def warm_up(perf_at: Callable[[MeasureSpec], Perf], level: float, seconds: float) -> None:
+    """Load a freshly loaded deployment for `seconds` at `level`, unmeasured: its first requests
+    of each shape pay for kernel planning and graph capture, which no steady state pays."""
+    if seconds <= 0:
+        return
+    spec = MeasureSpec(interval_ms=max(100, int(seconds * 1000 / 3)), stability_percent=1000.0, max_windows=3)
+    perf_at(spec)(level, "warmup")

@@ -21,7 +21,7 @@ from tuner.server import Server
 from tuner.study import finished_count
 from tuner.trial.artifact import prepare
 from tuner.trial.deploy import deploy, package
-from tuner.trial.loadtest import perf_runner
+from tuner.trial.loadtest import perf_runner, warm_up
 from tuner.verification import finalists
 from tuner.workspace import Sample, Workspace
 
@@ -59,9 +59,13 @@ class Verifier:
         self.server.unload(self.source.name)
         deploy(self.server, self.source, package(self.source.name, attrs["config_pbtxt"], files, self.ws.warmup_dir),
                self.samples[0])
-        perf = perf_runner(self.source.name, self.server.grpc_url, self.server.metrics_url, self.exp.measure,
-                           self.ws.input_data, lambda suffix: self.ws.root / "verify" / f"r{round_number}_t{number}_{suffix}.csv")
-        run = perf(candidate.load_level, "")
+        def perf_at(spec):
+            return perf_runner(self.source.name, self.server.grpc_url, self.server.metrics_url, spec,
+                               self.ws.input_data,
+                               lambda suffix: self.ws.root / "verify" / f"r{round_number}_t{number}_{suffix}.csv")
+
+        warm_up(perf_at, candidate.load_level, self.exp.verify.warmup_s)
+        run = perf_at(self.exp.measure)(candidate.load_level, "")
         return {"throughput": run.measurement.throughput, "p99_ms": run.measurement.p99_ms,
                 "p50_ms": run.measurement.p50_ms, "command": run.command, "unstable": run.unstable}
 
