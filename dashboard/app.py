@@ -25,7 +25,7 @@ REFRESH_S = 5
 NEWEST = 5
 # Trial attributes the trial view shows in their own place; it lists whatever else a trial recorded.
 SHOWN_ATTRS = {"candidate", "config_pbtxt", "measurement", "perf_analyzer_cmd", "error", "rejected", "baseline",
-               "repeat_of", "unstable"}
+               "repeat_of", "unstable", "configs", "step_shares"}
 
 
 def storage_url(argv: list[str]) -> str:
@@ -288,6 +288,10 @@ def show_trial(name: str, trials: list[optuna.trial.FrozenTrial], frame: pd.Data
         left.plotly_chart(views.latency_figure(row, max_p99_ms))
         right.markdown(f"**where the average request's {measurement['avg_ms']:.2f} ms go**")
         right.plotly_chart(views.time_split_figure(measurement))
+    steps = views.step_table(attrs)
+    if steps is not None:
+        st.markdown("**the pipeline's steps** (perf_analyzer's composing-model statistics at the trial's load)")
+        table(steps, key=f"steps-{name}-{number}")
     show_trial_config(trials, trials[number])
     if attrs.get("perf_analyzer_cmd"):
         st.markdown("**perf_analyzer command**")
@@ -310,7 +314,25 @@ def show_trial_notes(row: pd.Series, attrs: dict) -> None:
         st.info(f"Same deployment and load as trial {attrs['repeat_of']}: its measurement was reused.")
 
 
+def show_pipeline_configs(trials: list[optuna.trial.FrozenTrial], trial: optuna.trial.FrozenTrial) -> None:
+    """Every model's config.pbtxt as deployed, with its diff from the repository as given."""
+    default = views.default_pipeline_trial(trials)
+    for model, config in trial.user_attrs["configs"].items():
+        with st.expander(f"{model}/config.pbtxt"):
+            left, right = st.columns(2)
+            left.code(config, language="protobuf")
+            given = (default.user_attrs["configs"].get(model) if default is not None else None)
+            if given is None:
+                right.info("The study has no trial of the repository as given to compare with.")
+            else:
+                right.code(views.text_diff(given, config, f"as given (trial {default.number})", f"trial {trial.number}")
+                           or "(identical)", language="diff")
+
+
 def show_trial_config(trials: list[optuna.trial.FrozenTrial], trial: optuna.trial.FrozenTrial) -> None:
+    if trial.user_attrs.get("configs"):
+        show_pipeline_configs(trials, trial)
+        return
     config = trial.user_attrs.get("config_pbtxt")
     if not config:
         st.info("This trial did not get as far as rendering a config.")

@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from tuner import export, knobs, results, verification
 from tuner import storage as tuner_storage
-from tuner.candidate import describe
+from tuner.candidate import describe, describe_steps
 from tuner.cost import cost_per_million
 
 DEFAULT_STORAGE = "sqlite:///results/tuner.db"
@@ -56,6 +56,8 @@ def planned_trials(study: optuna.Study) -> int | None:
 
 def settings(row: dict) -> str:
     """One line of knobs, like the terminal's; '-' while the trial has not picked its candidate yet."""
+    if isinstance(row.get("steps"), dict):  # a pipeline's trial: each step's settings
+        return describe(row)
     return "-" if pd.isna(row.get("backend")) else describe(row)
 
 
@@ -367,6 +369,36 @@ def time_split_figure(measurement: dict) -> go.Figure:
     fig.update_layout(barmode="stack", xaxis_title="ms", height=240, margin={"t": 30, "b": 10},
                       legend={"orientation": "h", "y": -0.45})
     return fig
+
+
+def step_table(attrs: dict) -> pd.DataFrame | None:
+    """A pipeline trial's steps: each one's settings, how many requests an execution joined, and
+    where the time went (perf_analyzer's composing-model statistics); None for a single model."""
+    steps = (attrs.get("candidate") or {}).get("steps")
+    if not steps:
+        return None
+    shares = attrs.get("step_shares") or {}
+    rows = []
+    for name, settings_of_step in steps.items():
+        found = shares.get(name) or {}
+        executions = found.get("execution_count")
+        rows.append({"step": name, "settings": describe_steps({name: settings_of_step})[len(name) + 1:],
+                     "requests per execution": found["inference_count"] / executions if executions else None,
+                     "queue ms": found["queue_us"] / 1000 if found else None,
+                     "compute ms": found["compute_us"] / 1000 if found else None,
+                     "share of the time %": found["share"] * 100 if found else None})
+    return pd.DataFrame(rows)
+
+
+def default_pipeline_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """A pipeline study's first trial of the repository as given that got as far as deploying."""
+    return next((t for t in trials if t.user_attrs.get("baseline") and "configs" in t.user_attrs), None)
+
+
+def text_diff(before: str, after: str, before_name: str, after_name: str) -> str:
+    """Unified diff of two config texts ('' when identical)."""
+    return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(), fromfile=before_name,
+                                          tofile=after_name, lineterm=""))
 
 
 def default_config_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:

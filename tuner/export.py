@@ -121,7 +121,8 @@ def _with_placeholders(command: str) -> list[str]:
     return args
 
 
-def _setting(args: list[str], flag: str, value: str) -> list[str]:
+def with_setting(args: list[str], flag: str, value: str) -> list[str]:
+    """The arguments with `flag`'s value replaced (unchanged when the flag is absent)."""
     args = list(args)
     if flag in args[:-1]:
         args[args.index(flag) + 1] = value
@@ -146,11 +147,11 @@ def perf_analyzer_args(commands: list[str], exp: Experiment) -> dict:
     if not stable:  # every run needed the retry: the first attempt's arguments are the study's settings
         for flag, value in (("--stability-percentage", m.stability_percent), ("--max-trials", m.max_windows),
                             ("--measurement-interval", m.interval_ms)):
-            args = _setting(args, flag, str(value))
+            args = with_setting(args, flag, str(value))
     retry = loose[0] if loose else args
     if not loose:
         for flag, value in LOOSE.items():
-            retry = _setting(retry, flag, value)
+            retry = with_setting(retry, flag, value)
     return {"args": args, "retry_args": retry, "runs": len(runs), "runs_retried": len(loose),
             "placeholders": {URL: "the server's gRPC host:port", CSV: "a CSV file perf_analyzer writes",
                              INPUT: f"{INPUT_DATA} of the export"}}
@@ -225,7 +226,9 @@ def _claim(choice: Choice, study: optuna.Study, exp: Experiment, model: str, for
         "form": form, "measured_form": measured, "form_measured": form == measured,
         **_load(attrs["candidate"]), "max_p99_ms": choice.sla,
         "measure": {"interval_ms": m.interval_ms, "stability_percent": m.stability_percent,
-                    "max_windows": m.max_windows, "timeout_s": m.timeout_s},
+                    "max_windows": m.max_windows, "timeout_s": m.timeout_s,
+                    # each verification round loaded the model this long unmeasured first
+                    "warmup_s": exp.verify.warmup_s},
         "perf_analyzer": perf_analyzer_args(commands, exp) | {"input_data": INPUT_DATA},
         "figures": figures,
         "cost": _cost(choice.trial.get("price_per_hour"), figures["throughput"]),
@@ -313,8 +316,10 @@ def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
               f"a stability requirement ({pa['runs_retried']} of the {pa['runs']} runs behind these figures were):", "",
               f"    {shell_command(pa['retry_args'])}", ""]
     if figures["verified"]:
+        warm = claim["measure"].get("warmup_s") or 0
         lines += [f"Each claimed figure is the median of {figures['rounds']} such runs, the model reloaded "
-                  "before each.", ""]
+                  "before each" + (f" and loaded for {warm:g} s unmeasured (the retry's arguments, shorter "
+                                   "windows) before the measured run." if warm else "."), ""]
     lines += ["## Verify", "",
               "`tuner-claim.json` holds this claim; `tuner verify` starts a fresh tritonserver on a copy of "
               f"`{'/`, `'.join(claim.get('models') or [model])}/`, measures it again in rounds and compares:", "",

@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from tuner import tools
 from tuner.errors import TrialError, TunerError
-from tuner.export import CLAIM, CSV, INPUT, MARKER, URL, load_text
+from tuner.export import CLAIM, CSV, INPUT, MARKER, URL, load_text, with_setting
 from tuner.measure import perf_analyzer
 from tuner.measure.perf_analyzer import Measurement
 from tuner.server import ModelPackage
@@ -94,6 +94,21 @@ def _longer_windows(args: list[str]) -> list[str]:
         i = args.index("--measurement-interval") + 1
         args[i] = str(int(float(args[i]) * 4))
     return args
+
+
+def _warm_up(claim: dict, url: str, csv: Path, input_data: Path) -> None:
+    """Load the freshly loaded model unmeasured for the claim's warm-up, as its verification did
+    (tuner.trial.loadtest.warm_up): the retry's arguments (no stability asked) with three windows
+    of a third of it. Nothing when the claim has none; a failure shows in the measured run."""
+    seconds = float(claim["measure"].get("warmup_s") or 0)
+    if seconds <= 0:
+        return
+    args = with_setting(claim["perf_analyzer"]["retry_args"], "--measurement-interval",
+                       str(max(100, int(seconds * 1000 / 3))))
+    try:
+        perf_analyzer.measure(_fill(args, url, csv, input_data), csv, float(claim["measure"]["timeout_s"]))
+    except TrialError:
+        pass
 
 
 def _measure(claim: dict, url: str, csv: Path, input_data: Path) -> tuple[Measurement, bool]:
@@ -178,6 +193,7 @@ def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: st
                             f"; this form ({claim.get('form')}) needs a server with its runtime's own backend")
                     raise TunerError(f"{model} did not load on {where}: {exc}{hint}".splitlines()[0]) from None
                 load_s = time.monotonic() - started
+                _warm_up(claim, server.grpc_url, work / f"warmup{number}.csv", input_data)
                 try:
                     m, retried = _measure(claim, server.grpc_url, work / f"round{number}.csv", input_data)
                 except TrialError as exc:

@@ -123,21 +123,23 @@ def finished_count(study: optuna.Study) -> int:
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
 
 
-def taken_before(study: optuna.Study, number: int) -> int:
+def taken_before(study: optuna.Study, number: int, trials: list[optuna.trial.FrozenTrial] | None = None) -> int:
     """The budget taken by the trials numbered before `number`: counted ones and those running.
     Trial numbers are handed out by the storage in order, so every worker sees the same answer
-    for one trial and exactly the trials within the budget go ahead."""
+    for one trial and exactly the trials within the budget go ahead. `trials`: the study's, when
+    the caller has just read them."""
     running = optuna.trial.TrialState.RUNNING
-    return sum(t.number < number and (counted(t) or t.state == running) for t in study.get_trials(deepcopy=False))
+    found = study.get_trials(deepcopy=False) if trials is None else trials
+    return sum(t.number < number and (counted(t) or t.state == running) for t in found)
 
 
 def give_back_reason(study: optuna.Study, number: int, trials: int) -> str | None:
     """Why a trial just started must not be measured: the budget is taken by the trials before it
     (other workers got there first), or an earlier trial measures the same interrupted trial
     again (two workers requeued it). None: it goes ahead."""
-    if taken_before(study, number) >= trials:
+    found = study.get_trials(deepcopy=False)  # read once: this runs at every trial's start
+    if taken_before(study, number, found) >= trials:
         return f"the study's budget of {trials} trials was taken by other workers first"
-    found = study.get_trials(deepcopy=False)
     mine = next((t for t in found if t.number == number), None)
     again = mine.user_attrs.get("remeasures") if mine is not None else None
     if again is not None:

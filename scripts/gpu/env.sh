@@ -24,3 +24,13 @@ export TUNER_TRITONSERVER=$T/server/pytriton/tritonserver/bin/tritonserver
 export TUNER_PERF_ANALYZER=$T/tools/bin/perf_analyzer
 export LD_LIBRARY_PATH=$T/tools/lib:${LD_LIBRARY_PATH:-}
 
+
+# What the machine is, for the measurement's record: GPUs, driver, the Python stack, the stub's Python.
+describe_machine() {
+  { nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
+    $PY -c 'import sys, numpy, torch, onnxruntime; print(sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "ort", onnxruntime.__version__)'
+    ldd "$T/server/pytriton/tritonserver/backends/python/triton_python_backend_stub" | grep -i python
+    nproc
+    git rev-parse HEAD 2>/dev/null
+  } 2>&1
+}

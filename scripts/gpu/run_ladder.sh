@@ -8,10 +8,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-results/gpu}; mkdir -p "$OUT"
 source scripts/gpu/env.sh  # installs the bundle once; sets PY and the binaries
 
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
-  git rev-parse HEAD 2>/dev/null
-} 2>&1 | tee "$OUT/machine.txt"
+describe_machine | tee "$OUT/machine.txt"
 start=$(date +%s)
 # --budget-s: no new ladder step starts after it; the latency table follows (~30 s).
 timeout 300 $PY benchmarks/gpu_ladder.py --model wenet --device cuda --seconds 5 --streams 4 --batch 16 \

@@ -8,10 +8,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-results/gpu}; mkdir -p "$OUT"
 source scripts/gpu/env.sh  # installs the bundle once; sets PY and the binaries
 
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  $PY -c 'import sys, numpy, torch, onnxruntime; print(sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__, "ort", onnxruntime.__version__)'
-  ldd "$T/server/pytriton/tritonserver/backends/python/triton_python_backend_stub" | grep -i python
-} 2>&1 | tee "$OUT/machine.txt"
+describe_machine | tee "$OUT/machine.txt"
 $PY -m tuner doctor 2>&1 | tee "$OUT/doctor.txt"
 start=$(date +%s)
 $PY -m tuner search --model wenet --experiment experiments/wenet-gpu.yaml \

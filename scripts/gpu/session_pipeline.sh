@@ -10,8 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 FINAL=${OUT:?}; W=/tmp/session-pipeline; mkdir -p "$W"
 source scripts/gpu/env.sh
-{ git rev-parse --short HEAD; git status --short; nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader; nproc; } \
-  > "$W/machine.txt" 2>&1
+describe_machine > "$W/machine.txt"
 # The zoo's export and the pipeline's repository once, before two processes would both start them.
 $PY -c 'from pathlib import Path; from tuner.pipeline import source; source.resolve("wenet-gpu-pipeline", Path("results/cache"))' \
   > "$W/prepare.log" 2>&1

@@ -220,6 +220,10 @@ class TritonPythonModel(BatchingModel):
         self.outputs = list(outputs)
         if args.get("model_instance_kind") == "GPU":
             device = torch.device(f"cuda:{args['model_instance_device_id']}")
+            # This stub process serves one instance: its GPU is the process's current device, where
+            # torch.cuda.graph captures (an instance on GPU 1 captured on GPU 0's stream and failed
+            # with "operation failed due to a previous error during capture" on a 2-GPU H200 host).
+            torch.cuda.set_device(device)
         else:
             device = torch.device("cpu")
         self.runner = TorchRunner(module, self.input_ranks, self.outputs, device, Settings.from_parameters(params))
