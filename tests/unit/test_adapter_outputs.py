@@ -3,7 +3,6 @@ scheduler names only those it maps), and the pytorch runner never copies the oth
 device; a request that names none gets every output, as before. Runs BatchingModel with a tiny
 stand-in for triton_python_backend_utils."""
 
-import importlib.util
 import json
 import sys
 import types
@@ -11,6 +10,7 @@ import types
 import numpy as np
 import pytest
 
+from template_modules import load_template
 from tuner.resources import ADAPTER_DIR
 
 sys.path.insert(0, str(ADAPTER_DIR))
@@ -93,11 +93,7 @@ def test_only_the_named_outputs_are_computed_and_returned():
 
 
 def pytorch_adapter():
-    spec = importlib.util.spec_from_file_location("tuner_pytorch_model_outputs_test", ADAPTER_DIR / "pytorch_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_template("pytorch_model.py", "tuner_pytorch_model_outputs_test")
 
 
 pm = pytorch_adapter()

@@ -1,8 +1,6 @@
 """The pytorch backend's runtime ladder on the CPU: sdpa attention, length buckets, the fp16 depthwise
 fix, torch.compile through the runner, what is refused, and how the knobs reach the runner."""
 
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from tuner.candidate import Candidate  # noqa: E402
 from tuner.render import parse, render  # noqa: E402
+from template_modules import load_template
 from tuner.resources import ADAPTER_DIR  # noqa: E402
 from tuner.signature import Signature, Tensor  # noqa: E402
 from tuner.zoo.wenet import collate, model, sample_utterances  # noqa: E402
@@ -19,12 +18,7 @@ TINY = "wenet-tiny"
 
 
 def adapter():
-    sys.path.insert(0, str(ADAPTER_DIR))
-    spec = importlib.util.spec_from_file_location("tuner_pytorch_model_test", ADAPTER_DIR / "pytorch_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_template("pytorch_model.py", "tuner_pytorch_model_test")
 
 
 pm = adapter()

@@ -3,9 +3,7 @@ repository's configs parse as Triton ModelConfigs with the right kinds, paramete
 searched encoder parameters reach the pytorch adapter's settings, and its reference is the CPU
 pipeline's. Nothing is served here (no GPU); the export of wenet-tiny takes about 35 s."""
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 
 import pytest
@@ -17,6 +15,7 @@ torch = pytest.importorskip("torch")
 from tuner.experiment import Space  # noqa: E402
 from tuner.pipeline import repository, space  # noqa: E402
 from tuner.pipeline.source import ZOO_PIPELINES, resolve  # noqa: E402
+from template_modules import load_template
 from tuner.resources import ADAPTER_DIR  # noqa: E402
 from tuner.zoo.wenet import ensemble, model  # noqa: E402
 
@@ -26,12 +25,7 @@ ENCODER_SEARCH = {"precision": ("fp32", "tf32", "fp16", "bf16"), "attention": ("
 
 
 def pytorch_adapter():
-    sys.path.insert(0, str(ADAPTER_DIR))
-    spec = importlib.util.spec_from_file_location("tuner_pytorch_model_gpu_pipeline_test", ADAPTER_DIR / "pytorch_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_template("pytorch_model.py", "tuner_pytorch_model_gpu_pipeline_test")
 
 
 @pytest.fixture(scope="module")
