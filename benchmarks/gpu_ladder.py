@@ -291,7 +291,7 @@ def latency_table(rows: list[dict]) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="wenet", help="zoo model (wenet, wenet-tiny)")
+    p.add_argument("--model", default="wenet", help="WeNet variant (wenet, wenet-tiny): its encoder is measured")
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     p.add_argument("--seconds", type=float, default=6.0, help="timed seconds per ladder step")
     p.add_argument("--streams", type=int, default=4, help="concurrent runners (Triton instances)")
@@ -314,9 +314,9 @@ def parse_args(argv=None):
 def main(argv=None) -> str:
     args = parse_args(argv)
     device = torch.device(args.device)
-    source = zoo.get(args.model)
+    source = zoo.get(f"{args.model}-encoder")
     if source is None:
-        raise SystemExit(f"unknown zoo model {args.model!r}")
+        raise SystemExit(f"unknown WeNet variant {args.model!r}: wenet or wenet-tiny")
     pool = source.sample_inputs(np.random.default_rng(args.seed), args.pool)
     lengths = sorted(int(u["speech_lengths"][0]) for u in pool)
     flops = Flops(args.model, (lengths[0], lengths[len(lengths) // 2], lengths[-1]))

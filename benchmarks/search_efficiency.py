@@ -94,7 +94,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
-                   help="zoo name (wenet, wenet-tiny), an .onnx file, a Triton model dir, or a model the benchmark "
+                   help="zoo model (wenet-encoder, wenet-tiny-encoder), an .onnx file, a Triton model dir, or a model the benchmark "
                         f"makes itself ({', '.join(MADE_MODELS)}: results/bench/<name>.onnx, made on first use; "
                         "heldout is the held-out model of issue 13)")
     p.add_argument("--grid-space", choices=sorted(GRID_SPACES), default="default",

@@ -1,8 +1,8 @@
 """WeNet throughput: the in-process ONNX Runtime ceiling, Triton's default config, and the tuned best.
 
-    python benchmarks/wenet_throughput.py [--study wenet] [--storage sqlite:///results/tuner.db]
+    python benchmarks/wenet_throughput.py [--study wenet-encoder] [--storage sqlite:///results/tuner.db]
 
-Reads the study `tuner search --model wenet` (make search) wrote, then measures raw ONNX Runtime
+Reads the study `tuner search --model wenet-encoder` wrote, then measures raw ONNX Runtime
 on this machine with the study's own sample utterances, padded into batches of each size (the
 ceiling: no server, no scheduling, no RPC), and prints one table. Run it on an otherwise idle
 machine: the figures are only comparable when nothing else competes for the cores.
@@ -47,7 +47,7 @@ def raw_throughput(session: ort.InferenceSession, samples, batch: int, seconds: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="wenet")
+    parser.add_argument("--study", default="wenet-encoder")
     parser.add_argument("--storage", default="sqlite:///results/tuner.db")
     parser.add_argument("--batches", default="1,2,4,8")
     parser.add_argument("--seconds", type=float, default=15.0, help="measurement time per batch size")

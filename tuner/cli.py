@@ -46,7 +46,7 @@ def main(version: bool = typer.Option(False, "--version", help="Print the versio
 @app.command()
 def search(
     model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="Built-in model (wenet, wenet-tiny), an .onnx file, or a Triton model directory."),
+                                        help="Built-in model (wenet: the audio-to-text pipeline, wenet-gpu: the same on GPUs, wenet-encoder: its encoder alone; -tiny forms for quick runs), an .onnx file, a Triton model directory, or a model repository whose top model is an ensemble (DIR) or a BLS model (DIR:MODEL)."),
     experiment_file: Optional[Path] = typer.Option(None, "--experiment", "-e",
                                                    help="Experiment YAML (model, space, SLA, budget); flags override it. "
                                                         "Default: experiments/<model>.yaml when it exists."),

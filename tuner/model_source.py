@@ -60,7 +60,7 @@ def resolve(model: str, cache_dir: Path) -> ModelSource:
                            dict(zoo_model.ragged_outputs), zoo_model.torch_module)
     path = Path(model)
     if not path.exists():
-        known = ", ".join(zoo.names())
+        known = ", ".join([*zoo.PIPELINES, *zoo.names()])
         raise TunerError(f"model {model!r} is neither a built-in model ({known}) nor an existing path")
     if path.is_dir():
         found = sorted(path.glob("*/model.onnx")) or sorted(path.glob("model.onnx"))
@@ -74,7 +74,7 @@ def resolve(model: str, cache_dir: Path) -> ModelSource:
     signature = read_signature(path)
     if {t.name for t in signature.inputs} == {"speech", "speech_lengths"}:
         # A WeNet-style encoder export (yours): realistic utterances and its ragged outputs.
-        wenet = zoo.get("wenet")
+        wenet = zoo.get("wenet-encoder")
         outputs = {t.name for t in signature.outputs}
         ragged = {o: n for o, n in wenet.ragged_outputs.items() if o in outputs and n in outputs}
         return ModelSource(_safe_name(name), path.resolve(), signature, wenet.sample_inputs, ragged)

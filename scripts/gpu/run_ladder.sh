@@ -16,7 +16,7 @@ timeout 300 $PY benchmarks/gpu_ladder.py --model wenet --device cuda --seconds 5
 echo "ladder wall-clock: $(( $(date +%s) - start )) s" | tee -a "$OUT/ladder.log"
 left=$(( 290 - ($(date +%s) - start) ))
 if [ "$left" -gt 45 ]; then
-  timeout "$left" $PY -m tuner search --model wenet --experiment experiments/wenet-gpu-ladder.yaml \
+  timeout "$left" $PY -m tuner search --model wenet-encoder --experiment experiments/wenet-gpu-ladder.yaml \
     --storage "sqlite:///$OUT/ladder.db" --study wenet-gpu-ladder --timeout $(( left - 30 )) 2>&1 | tee "$OUT/search.log"
   $PY -m tuner report --study wenet-gpu-ladder --storage "sqlite:///$OUT/ladder.db" 2>&1 | tee "$OUT/report.txt"
   cp results/wenet-gpu-ladder/server.log "$OUT/server.log" 2>/dev/null || true

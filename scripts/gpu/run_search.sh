@@ -11,7 +11,7 @@ source scripts/gpu/env.sh  # installs the bundle once; sets PY and the binaries
 describe_machine | tee "$OUT/machine.txt"
 $PY -m tuner doctor 2>&1 | tee "$OUT/doctor.txt"
 start=$(date +%s)
-$PY -m tuner search --model wenet --experiment experiments/wenet-gpu.yaml \
+$PY -m tuner search --model wenet-encoder --experiment experiments/wenet-gpu-encoder.yaml \
   --storage "sqlite:///$OUT/gpu.db" --study wenet-gpu "$@" 2>&1 | tee "$OUT/search.log"
 echo "search wall-clock: $(( $(date +%s) - start )) s" | tee -a "$OUT/search.log"
 $PY -m tuner report --study wenet-gpu --storage "sqlite:///$OUT/gpu.db" 2>&1 | tee "$OUT/report.txt"

@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$OUT
 run() {  # name, extra flags...
   local name=$1; shift
   local start; start=$(date +%s)
-  $PY -m tuner search --model wenet --experiment "$EXP" --storage "sqlite:///$OUT/$name.db" --study "$name" \
+  $PY -m tuner search --model wenet-encoder --experiment "$EXP" --storage "sqlite:///$OUT/$name.db" --study "$name" \
     "$@" 2>&1 | tee "$OUT/$name.log"
   echo "$name: search wall-clock $(( $(date +%s) - start )) s" | tee -a "$OUT/walls.txt"
   $PY -m tuner report --study "$name" --storage "sqlite:///$OUT/$name.db" > "$OUT/$name-report.txt" 2>&1

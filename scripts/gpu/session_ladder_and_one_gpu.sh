@@ -8,7 +8,7 @@ FINAL=${OUT:?}; W=/tmp/session; mkdir -p "$W"
 source scripts/gpu/env.sh
 git rev-parse --short HEAD > "$W/commit.txt" 2>/dev/null; git status --short >> "$W/commit.txt" 2>/dev/null
 # The zoo export once, before two processes would both start it.
-$PY -c 'from pathlib import Path; from tuner import model_source; model_source.resolve("wenet", Path("results/cache"))' \
+$PY -c 'from pathlib import Path; from tuner import model_source; model_source.resolve("wenet-encoder", Path("results/cache"))' \
   > "$W/export.log" 2>&1
 (CUDA_VISIBLE_DEVICES=1 OUT=$W/ladder timeout 330 bash scripts/gpu/run_ladder.sh > "$W/ladder-run.log" 2>&1) &
 ladder=$!

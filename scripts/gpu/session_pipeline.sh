@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One device call on a 2-GPU machine (issues 15 and 16): the WeNet audio-to-text ensemble searched
-# on GPU 0 (experiments/wenet-gpu-pipeline.yaml) while the encoder alone is searched over the
-# pytorch ladder on GPU 1 (experiments/wenet-gpu-ladder-search.yaml); then, with TWO_GPU=1 instead,
-# the ensemble searched with both GPUs visible (every KIND_GPU step gets its instances on each GPU).
+# One device call on a GPU machine (issues 15 and 16): `tuner search --model wenet-gpu`, the WeNet
+# audio-to-text ensemble (experiments/wenet-gpu.yaml) with GPU 0 visible; with TWO_GPU=1 instead,
+# the same search with GPUs 0 and 1 visible (every KIND_GPU step gets its instances on each GPU);
+# with LADDER=1 (one GPU), the encoder alone searched over the pytorch ladder on GPU 1 at the same
+# time (experiments/wenet-gpu-ladder-search.yaml; it shares the host's cores with the ensemble).
 # Everything is packed into $OUT/results.tgz (the device tool brings back at most 8 files).
-#   usage: OUT=<dir> bash scripts/gpu/session_pipeline.sh          # one GPU each
+#   usage: OUT=<dir> bash scripts/gpu/session_pipeline.sh          # one GPU
 #          OUT=<dir> TWO_GPU=1 bash scripts/gpu/session_pipeline.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,7 +13,7 @@ FINAL=${OUT:?}; W=/tmp/session-pipeline; mkdir -p "$W"
 source scripts/gpu/env.sh
 describe_machine > "$W/machine.txt"
 # The zoo's export and the pipeline's repository once, before two processes would both start them.
-$PY -c 'from pathlib import Path; from tuner.pipeline import source; source.resolve("wenet-gpu-pipeline", Path("results/cache"))' \
+$PY -c 'from pathlib import Path; from tuner.pipeline import source; source.resolve("wenet-gpu", Path("results/cache"))' \
   > "$W/prepare.log" 2>&1
 search() {  # name, experiment, devices, timeout
   local name=$1 exp=$2 devices=$3 limit=$4 start
@@ -26,12 +27,14 @@ search() {  # name, experiment, devices, timeout
   > "$W/gpu-usage.txt" 2>&1 &
 monitor=$!
 if [ "${TWO_GPU:-0}" = 1 ]; then
-  search pipeline-2gpu experiments/wenet-gpu-pipeline.yaml 0,1 470
-else
+  search pipeline-2gpu experiments/wenet-gpu.yaml 0,1 470
+elif [ "${LADDER:-0}" = 1 ]; then
   search ladder-1gpu experiments/wenet-gpu-ladder-search.yaml 1 470 &
   ladder=$!
-  search pipeline-1gpu experiments/wenet-gpu-pipeline.yaml 0 470
+  search pipeline-1gpu experiments/wenet-gpu.yaml 0 470
   wait $ladder
+else
+  search pipeline-1gpu experiments/wenet-gpu.yaml 0 470
 fi
 kill $monitor 2>/dev/null
 for d in results/*/; do [ -f "$d/server.log" ] && cp "$d/server.log" "$W/$(basename "$d")-server.log"; done

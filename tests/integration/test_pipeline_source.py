@@ -1,6 +1,6 @@
 """Pipeline sources resolved and their accuracy guard run against a real tritonserver.
 
-wenet-tiny-pipeline: exported and written once into a module-scoped cache (the export is about
+wenet-tiny (the pipeline): exported and written once into a module-scoped cache (the export is about
 45 s on a 2-core machine), deployed as given, checked with max_cer 0, then its scoring step
 switched to greedy decoding by config parameter alone. A user's two-step ensemble (tests/
 pipeline_models.py) is served beside it: its reference is its own as-given outputs.
@@ -31,13 +31,13 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wenet_source(cache_dir):
-    return resolve("wenet-tiny-pipeline", cache_dir)
+    return resolve("wenet-tiny", cache_dir)
 
 
 def test_the_wenet_tiny_pipeline_resolves_once_into_its_cache(wenet_source, cache_dir):
     source = wenet_source
     repo = source.repository
-    assert (source.name, repo.top, repo.kind) == ("wenet-tiny-pipeline", "wenet-tiny", "ensemble")
+    assert (source.name, repo.top, repo.kind) == ("wenet-tiny", "wenet-tiny", "ensemble")
     assert list(repo.steps) == list(ensemble.STEPS)
     assert repo.root.is_relative_to(cache_dir)
     for step in repo.steps.values():  # Triton's default scheduling
@@ -55,7 +55,7 @@ def test_the_wenet_tiny_pipeline_resolves_once_into_its_cache(wenet_source, cach
                for r in source.reference)
 
     written = (repo.root / ensemble.SCORING / "config.pbtxt").stat().st_mtime_ns
-    again = resolve("wenet-tiny-pipeline", cache_dir)
+    again = resolve("wenet-tiny", cache_dir)
     assert again.repository.root == repo.root
     assert (repo.root / ensemble.SCORING / "config.pbtxt").stat().st_mtime_ns == written  # not rewritten
 
@@ -71,7 +71,7 @@ def test_user_repositories_resolve_and_other_models_are_left_to_model_source(tmp
 
     bls = pipeline_models.bls_pipeline(tmp_path / "bls")
     assert resolve(f"{bls}:bls_scorer", cache_dir).repository.kind == "bls"
-    assert resolve("wenet-tiny", cache_dir) is None  # a zoo model, not a pipeline
+    assert resolve("wenet-tiny-encoder", cache_dir) is None  # a zoo model, not a pipeline
     assert resolve(str(tmp_path / "nothing-here"), cache_dir) is None
 
     strings = tmp_path / "strings"

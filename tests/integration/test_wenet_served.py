@@ -17,7 +17,7 @@ from tuner.candidate import Candidate
 
 @pytest.fixture(scope="module")
 def wenet_tiny(tmp_path_factory):
-    return model_source.resolve("wenet-tiny", tmp_path_factory.mktemp("zoo"))
+    return model_source.resolve("wenet-tiny-encoder", tmp_path_factory.mktemp("zoo"))
 
 
 def _alone(source, sample):

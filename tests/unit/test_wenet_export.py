@@ -205,7 +205,7 @@ def test_export_is_cached(artifacts: wenet.ZooArtifacts, cache_dir: Path, monkey
     monkeypatch.setattr(onnx_export, "_export_decoder", no_export)
     start = time.perf_counter()
     again = wenet.export(TINY, cache_dir)
-    via_registry = zoo.get(TINY).export(cache_dir)
+    via_registry = zoo.get(f"{TINY}-encoder").export(cache_dir)
     assert time.perf_counter() - start < 0.5
     assert again == artifacts
     assert via_registry == artifacts.encoder
@@ -266,10 +266,10 @@ def test_sample_utterances() -> None:
 
 
 def test_registry() -> None:
-    assert zoo.names() == ["wenet", "wenet-tiny"]
+    assert zoo.names() == ["wenet-encoder", "wenet-tiny-encoder"]
     assert zoo.get("no-such-model") is None
-    model = zoo.get(TINY)
-    assert model is not None and model.name == TINY
+    model = zoo.get(f"{TINY}-encoder")
+    assert model is not None and model.name == f"{TINY}-encoder"
     assert model.ragged_outputs == {
         "encoder_out": "encoder_out_lens",
         "ctc_log_probs": "encoder_out_lens",
@@ -289,7 +289,7 @@ def test_importing_the_zoo_does_not_import_torch() -> None:
 
 def test_sampling_and_a_cached_export_do_not_import_torch(artifacts: wenet.ZooArtifacts, cache_dir: Path) -> None:
     code = (
-        "import sys, numpy as np, tuner.zoo; tiny = tuner.zoo.get('wenet-tiny'); "
+        "import sys, numpy as np, tuner.zoo; tiny = tuner.zoo.get('wenet-tiny-encoder'); "
         f"tiny.sample_inputs(np.random.default_rng(0), 2); print(tiny.export({str(cache_dir)!r})); "
         "print('torch' in sys.modules)"
     )

@@ -1,4 +1,4 @@
-"""The zoo's GPU pipeline (wenet-tiny-gpu-pipeline) written on a machine without a GPU: its
+"""The zoo's GPU pipeline (wenet-tiny-gpu) written on a machine without a GPU: its
 repository's configs parse as Triton ModelConfigs with the right kinds, parameters and files, its
 searched encoder parameters reach the pytorch adapter's settings, and its reference is the CPU
 pipeline's. Nothing is served here (no GPU); the export of wenet-tiny takes about 35 s."""
@@ -35,7 +35,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gpu_source(cache_dir):
-    return resolve("wenet-tiny-gpu-pipeline", cache_dir)
+    return resolve("wenet-tiny-gpu", cache_dir)
 
 
 def read_config(path) -> ModelConfig:
@@ -51,15 +51,15 @@ def model_config_kind(group) -> str:
 
 
 def test_the_zoo_pipelines_name_a_variant_and_a_device():
-    assert ZOO_PIPELINES["wenet-pipeline"] == ("wenet", "cpu")
-    assert ZOO_PIPELINES["wenet-tiny-pipeline"] == (TINY, "cpu")
-    assert ZOO_PIPELINES["wenet-gpu-pipeline"] == ("wenet", "gpu")
-    assert ZOO_PIPELINES["wenet-tiny-gpu-pipeline"] == (TINY, "gpu")
+    assert ZOO_PIPELINES["wenet"] == ("wenet", "cpu")
+    assert ZOO_PIPELINES["wenet-tiny"] == (TINY, "cpu")
+    assert ZOO_PIPELINES["wenet-gpu"] == ("wenet", "gpu")
+    assert ZOO_PIPELINES["wenet-tiny-gpu"] == (TINY, "gpu")
 
 
 def test_the_gpu_repository_is_written_and_its_configs_parse(gpu_source, cache_dir):
     repo = gpu_source.repository
-    assert (gpu_source.name, repo.top, repo.kind) == ("wenet-tiny-gpu-pipeline", TINY, "ensemble")
+    assert (gpu_source.name, repo.top, repo.kind) == ("wenet-tiny-gpu", TINY, "ensemble")
     assert list(repo.steps) == list(ensemble.STEPS) and repo.root.is_relative_to(cache_dir)
     configs = {name: read_config(repo.root / name / "config.pbtxt") for name in (*ensemble.STEPS, TINY)}
     kinds = {name: [model_config_kind(g) for g in configs[name].instance_group] for name in ensemble.STEPS}
@@ -84,7 +84,7 @@ def test_the_gpu_repository_is_written_and_its_configs_parse(gpu_source, cache_d
     assert (repo.root / ensemble.FEATURES / "1" / "features.py").is_file()
     assert (repo.root / ensemble.SCORING / "1" / "decoder.onnx").is_file()
 
-    again = resolve("wenet-tiny-gpu-pipeline", cache_dir)
+    again = resolve("wenet-tiny-gpu", cache_dir)
     assert again.repository.root == repo.root  # written once, then reused
 
 
@@ -124,7 +124,7 @@ def test_searched_encoder_parameters_reach_the_pytorch_adapter(gpu_source, tmp_p
 
 
 def test_the_reference_is_the_cpu_pipelines(gpu_source, cache_dir):
-    cpu = resolve("wenet-tiny-pipeline", cache_dir)
+    cpu = resolve("wenet-tiny", cache_dir)
     assert cpu.repository.root != gpu_source.repository.root
     assert len(gpu_source.reference) == len(cpu.reference) == 4
     for ours, theirs in zip(gpu_source.reference, cpu.reference):

@@ -2,8 +2,8 @@
 the measurement's input data, the reference outputs, and the config parameters worth searching.
 
 ``resolve(model, cache_dir)`` turns ``--model`` into a :class:`PipelineSource` when it names a
-pipeline: a zoo pipeline (``wenet-pipeline``, ``wenet-tiny-pipeline``, on GPUs
-``wenet-gpu-pipeline``, ``wenet-tiny-gpu-pipeline``: tuner.zoo.wenet.repository),
+pipeline: a zoo pipeline (``wenet``, ``wenet-tiny``, with GPU steps ``wenet-gpu``,
+``wenet-tiny-gpu``: tuner.zoo.wenet.repository),
 a model repository whose top model is an ensemble (``DIR``), or a repository and its top model
 (``DIR:MODEL``, the way to name a python BLS model). Anything else is left to
 tuner.model_source (None).
@@ -27,19 +27,14 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import triton_to_np_dtype
 
+from tuner import zoo
 from tuner.errors import TunerError
 from tuner.measure.perf_analyzer import write_input_data
 from tuner.model_source import generic_samples
 from tuner.pipeline.repository import PipelineRepository, is_pipeline, read, split_model_arg
 from tuner.signature import Signature, Tensor
 
-# Zoo pipeline name -> the WeNet variant it serves and the device its models run on.
-ZOO_PIPELINES = {
-    "wenet-pipeline": ("wenet", "cpu"),
-    "wenet-tiny-pipeline": ("wenet-tiny", "cpu"),
-    "wenet-gpu-pipeline": ("wenet", "gpu"),
-    "wenet-tiny-gpu-pipeline": ("wenet-tiny", "gpu"),
-}
+ZOO_PIPELINES = zoo.PIPELINES  # name -> (WeNet variant, device)
 # Imported by name: that module builds a PipelineSource, so importing it here would be a cycle.
 _ZOO_BUILDER = "tuner.zoo.wenet.repository"
 USER_REQUESTS = 8

@@ -14,7 +14,17 @@ import numpy as np
 
 from tuner.zoo import wenet
 
-__all__ = ["ZooModel", "get", "names"]
+__all__ = ["PIPELINES", "ZooModel", "get", "names"]
+
+# Zoo pipeline name -> the WeNet variant it serves and the device its models run on. A variant's
+# own name is its audio-to-text pipeline, as WeNet is deployed (tuner.zoo.wenet.repository); its
+# encoder alone is the zoo model ``<variant>-encoder``.
+PIPELINES = {
+    "wenet": ("wenet", "cpu"),
+    "wenet-tiny": ("wenet-tiny", "cpu"),
+    "wenet-gpu": ("wenet", "gpu"),
+    "wenet-tiny-gpu": ("wenet-tiny", "gpu"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,23 +44,24 @@ class ZooModel:
     torch_module: str | None = None
 
 
-def _wenet_model(name: str, description: str, min_seconds: float, max_seconds: float) -> ZooModel:
-    """Registry entry of a WeNet variant; the encoder is what the tuner serves."""
+def _wenet_model(variant: str, description: str, min_seconds: float, max_seconds: float) -> ZooModel:
+    """Registry entry of a WeNet variant's encoder alone (``<variant>-encoder``); the variant's
+    name itself is its audio-to-text pipeline (tuner.pipeline.source.ZOO_PIPELINES)."""
 
     def export(cache_dir: Path) -> Path:
-        return wenet.export(name, cache_dir).encoder
+        return wenet.export(variant, cache_dir).encoder
 
     sample = functools.partial(
         wenet.sample_utterances, min_seconds=min_seconds, max_seconds=max_seconds
     )
     padded = ("encoder_out", "ctc_log_probs", "beam_log_probs", "beam_log_probs_idx")
     return ZooModel(
-        name=name,
+        name=f"{variant}-encoder",
         description=description,
         export=export,
         sample_inputs=sample,
         ragged_outputs={output: "encoder_out_lens" for output in padded},
-        torch_module=f"tuner.zoo.wenet:{name}",
+        torch_module=f"tuner.zoo.wenet:{variant}",
     )
 
 

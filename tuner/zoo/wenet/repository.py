@@ -1,5 +1,5 @@
-"""The zoo's WeNet pipelines (``wenet-pipeline``, ``wenet-tiny-pipeline``, and their GPU forms
-``wenet-gpu-pipeline``, ``wenet-tiny-gpu-pipeline``) as a pipeline search takes them: the
+"""The zoo's WeNet pipelines (``wenet``, ``wenet-tiny``, and their GPU forms ``wenet-gpu``,
+``wenet-tiny-gpu``) as a pipeline search takes them: the
 audio-to-text ensemble (ensemble.py) written once as a model repository, with real utterances to
 measure and to check, and the in-process reference's transcripts.
 
@@ -95,7 +95,7 @@ def pipeline_source(variant: str, cache_dir: Path, seed: int = 0, device: str = 
         partial = input_data.with_name(f".{input_data.name}.{os.getpid()}")
         os.replace(load.write_input_data(partial, measured), input_data)
     return PipelineSource(
-        name=f"{variant}-pipeline" if device == "cpu" else f"{variant}-{device}-pipeline",
+        name=variant if device == "cpu" else f"{variant}-{device}",  # its ZOO_PIPELINES name
         repository=read(root, top=variant),
         requests=load.requests(guarded),
         input_data=input_data,
