@@ -166,17 +166,24 @@ def shell_command(args: list[str]) -> str:
 def _claimed_figures(choice: Choice, attrs: dict) -> dict:
     if choice.figures is not None:
         v = choice.verified
+        paired = v["rounds"] > 1  # one round is one more draw: no interval, no P(best), no paired ratio
         return {"verified": True, "rounds": v["rounds"], "stopped": v["stopped"],
-                "throughput": choice.figures["throughput"], "p99_ms": choice.figures["p99_ms"],
+                "throughput": _no_interval(choice.figures["throughput"], paired),
+                "p99_ms": _no_interval(choice.figures["p99_ms"], paired),
                 "meets_sla": choice.figures["meets_sla"], "winner": v["winner"] == choice.number,
-                "p_best": v["p_best"] if v["winner"] == choice.number else None,
-                "default_trial": v["default"], "vs_default": v["vs_default"] if v["winner"] == choice.number else None}
+                "p_best": v["p_best"] if v["winner"] == choice.number and paired else None,
+                "default_trial": v["default"],
+                "vs_default": v["vs_default"] if v["winner"] == choice.number and paired else None}
     m = attrs["measurement"]
     confirm = attrs.get("confirm")
     return {"verified": False, "note": f"not verified: single draw ({choice.unverified_because})",
             "runs": 2 if confirm else 1,  # a confirmed best stores the mean of its two runs
             "throughput": {"median": m["throughput"], "low": None, "high": None, "half_width": None},
             "p99_ms": {"median": m["p99_ms"], "low": None, "high": None, "half_width": None}}
+
+
+def _no_interval(figure: dict, paired: bool) -> dict:
+    return figure if paired else {"median": figure["median"], "low": None, "high": None, "half_width": None}
 
 
 def _cost(price_per_hour, throughput: dict) -> dict | None:
@@ -237,6 +244,8 @@ def _claim(choice: Choice, study: optuna.Study, exp: Experiment, model: str, for
 
 
 def _iv(figure: dict, spec: str = ".1f") -> str:
+    if figure["low"] is None:
+        return f"{figure['median']:{spec}} | one round: none | -"
     return (f"{figure['median']:{spec}} | [{figure['low']:{spec}}, {figure['high']:{spec}}] | "
             f"+-{figure['half_width'] * 100:.1f} %")
 
@@ -279,7 +288,7 @@ def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
                   "| figure | median | 95 % interval | half width |", "|---|---|---|---|",
                   f"| throughput (infer/s) | {_iv(figures['throughput'])} |",
                   f"| p99 latency (ms) | {_iv(figures['p99_ms'], '.2f')} |", ""]
-        if figures["winner"]:
+        if figures["winner"] and figures["p_best"] is not None:
             lines.append(f"P(best) among the finalists, over resampled rounds: {figures['p_best']:.2f}.")
             ratio = figures["vs_default"]
             if ratio is not None:

@@ -142,15 +142,20 @@ def _cost_text(row: pd.Series) -> str:
     return "" if cost is None or pd.isna(cost) else f", {_cost(cost)} per million inferences"
 
 
-def _interval(figure: dict, unit: str) -> str:
+def _interval(figure: dict, unit: str, rounds: int = 2) -> str:
+    if rounds < 2:  # one draw has no interval: printing [x, x] (+-0.0 %) would claim a precision never measured
+        return f"{figure['median']:.1f} {unit}"
     return (f"{figure['median']:.1f} {unit} [{figure['low']:.1f}, {figure['high']:.1f}] "
             f"(+-{figure['half_width'] * 100:.1f} %)")
 
 
 def verified_lines(frame: pd.DataFrame, verified: dict) -> list[str]:
     """The verification stage's result: each finalist's median and 95 % interval over the rounds."""
-    lines = [f"verified: {len(verified['finalists'])} finalists measured again in {verified['rounds']} interleaved "
-             f"rounds ({verified['stopped']}, {verified['seconds']:.0f} s); medians with 95 % intervals"]
+    rounds = verified["rounds"]
+    lines = [f"verified: {len(verified['finalists'])} finalists measured again in {rounds} interleaved "
+             f"rounds ({verified['stopped']}, {verified['seconds']:.0f} s); "
+             + ("medians with 95 % intervals" if rounds > 1 else
+                "one round only: single draws with no interval (give verification a larger share or fewer leaders)")]
     rows = frame.set_index("number")
     for number, figures in verified["finalists"].items():
         role = ("winner " if number == verified["winner"] else "") + ("default" if number == verified["default"] else "")
@@ -158,14 +163,18 @@ def verified_lines(frame: pd.DataFrame, verified: dict) -> list[str]:
         floor = "" if figures.get("meets_floor", True) else "  under the throughput floor"
         cost = figures.get("cost_per_million")
         cost = "" if cost is None else f", {cost:.4g} per million inferences"
-        lines.append(f"  trial {number} {role.strip() or ''}: {_interval(figures['throughput'], 'infer/s')}, "
-                     f"p99 {_interval(figures['p99_ms'], 'ms')}{cost}{sla}{floor}  "
+        lines.append(f"  trial {number} {role.strip() or ''}: {_interval(figures['throughput'], 'infer/s', rounds)}, "
+                     f"p99 {_interval(figures['p99_ms'], 'ms', rounds)}{cost}{sla}{floor}  "
                      f"({describe(rows.loc[number].to_dict())})")
     if verified["winner"] is None:
         lines.append("  no finalist meets the SLA on its verified p99 (upper bound): raise the SLA or search longer")
         return lines
-    lines.append(f"  P(winner is best) over resampled rounds: {verified['p_best']:.2f}")
     ratio = verified.get("vs_default")
+    if rounds < 2:
+        if ratio is not None:
+            lines.append(f"  tuned / default (one round): {ratio['median']:.2f}x, untested for significance")
+        return lines
+    lines.append(f"  P(winner is best) over resampled rounds: {verified['p_best']:.2f}")
     if ratio is not None:
         verdict = ("" if ratio["significant"] else
                    "  no significant gain on this machine (the interval holds 1.00x)")

@@ -15,6 +15,7 @@ describe_machine > "$W/machine.txt"
 # The zoo's export and the pipeline's repository once, before two processes would both start them.
 $PY -c 'from pathlib import Path; from tuner.pipeline import source; source.resolve("wenet-gpu", Path("results/cache"))' \
   > "$W/prepare.log" 2>&1
+echo "prepare: $SECONDS s" >> "$W/walls.txt"
 search() {  # name, experiment, devices, timeout
   local name=$1 exp=$2 devices=$3 limit=$4 start
   start=$(date +%s)
@@ -27,14 +28,14 @@ search() {  # name, experiment, devices, timeout
   > "$W/gpu-usage.txt" 2>&1 &
 monitor=$!
 if [ "${TWO_GPU:-0}" = 1 ]; then
-  search pipeline-2gpu experiments/wenet-gpu.yaml 0,1 470
+  search pipeline-2gpu experiments/wenet-gpu.yaml 0,1 540
 elif [ "${LADDER:-0}" = 1 ]; then
   search ladder-1gpu experiments/wenet-gpu-ladder-search.yaml 1 470 &
   ladder=$!
-  search pipeline-1gpu experiments/wenet-gpu.yaml 0 470
+  search pipeline-1gpu experiments/wenet-gpu.yaml 0 540
   wait $ladder
 else
-  search pipeline-1gpu experiments/wenet-gpu.yaml 0 470
+  search pipeline-1gpu experiments/wenet-gpu.yaml 0 540
 fi
 kill $monitor 2>/dev/null
 for d in results/*/; do [ -f "$d/server.log" ] && cp "$d/server.log" "$W/$(basename "$d")-server.log"; done

@@ -83,7 +83,13 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
     default = int(baseline.number.iloc[0]) if not baseline.empty else None
     # Each finalist's cost is at the price of the machine kind its trial was measured on.
     prices = {n: study.trials[n].user_attrs.get("price_per_hour", exp.price_per_hour) for n in chosen}
-    note(f"verifying {len(chosen)} finalists (trials {', '.join(map(str, chosen))}) in interleaved rounds")
+    costs = {n: round_cost(frame, n, exp) for n in chosen}
+    fitted = finalists.fit(chosen, costs, spec.budget_s(exp.timeout_s), spec.min_rounds, {chosen[0], default})
+    dropped = [n for n in chosen if n not in fitted]
+    chosen = fitted
+    note(f"verifying {len(chosen)} finalists (trials {', '.join(map(str, chosen))}) in interleaved rounds"
+         + (f"; trials {', '.join(map(str, dropped))} left out: {spec.min_rounds} rounds of every finalist "
+            f"would not fit the stage's {spec.budget_s(exp.timeout_s):.0f} s" if dropped else ""))
     order = random.Random(exp.seed)
     started = time.monotonic()
     rounds: list[dict[int, dict]] = []
@@ -125,10 +131,20 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
     return stored(study)
 
 
+def round_cost(frame, number: int, exp: Experiment) -> float:
+    """Seconds one round spends on a finalist: its reload (as long as its trial's load), the
+    warm-up, and a measurement of perf_analyzer's three windows at least, plus its start-up."""
+    load = frame.loc[frame.number == number, "load_s"].iloc[0]
+    load = 10.0 if load is None or load != load else float(load)  # NaN: a trial from older code
+    return load + exp.verify.warmup_s + 3 * exp.measure.interval_ms / 1000 + 2.0
+
+
 def _round_line(decision: dict, rounds: int) -> str:
     winner = decision["winner"]
     if winner is None:
         return f"  round {rounds}: no finalist meets the SLA on its verified p99 yet"
     t = decision["finalists"][winner]["throughput"]
+    if rounds < 2:
+        return f"  round 1: leader trial {winner}, {t['median']:.1f} infer/s"
     return (f"  round {rounds}: leader trial {winner}, {t['median']:.1f} infer/s "
             f"[{t['low']:.1f}, {t['high']:.1f}] (+-{t['half_width'] * 100:.1f} %), P(best) {decision['p_best']:.2f}")

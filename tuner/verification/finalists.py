@@ -30,6 +30,22 @@ def choose(frame: pd.DataFrame, max_p99_ms: float | None, leaders: int = 3) -> l
     return sorted({int(n) for n in chosen}, key=chosen.index)
 
 
+def fit(chosen: Sequence[int], costs: Mapping[int, float], budget_s: float, rounds: int,
+        keep: set[int]) -> list[int]:
+    """The finalists whose `rounds` full rounds fit the stage's budget (each finalist's cost: its
+    reload, warm-up and measurement, in seconds). A round is only paired when it measures every
+    finalist, so rather than end after one round with no interval, the stage drops finalists from
+    the end of the priority order `choose` gives (the one near the SLA, then the lower leaders);
+    those in `keep` (the top leader and the default) always stay."""
+    kept = list(chosen)
+    for number in reversed(chosen):
+        if sum(costs[n] for n in kept) * rounds <= budget_s:
+            break
+        if number not in keep:
+            kept.remove(number)
+    return kept
+
+
 def decide(rounds: Sequence[Mapping[int, Mapping[str, float]]], max_p99_ms: float | None,
            default: int | None, seed: int = 0, *, min_throughput: float | None = None,
            prices: Mapping[int, float | None] | None = None, objective: str = "throughput") -> dict:

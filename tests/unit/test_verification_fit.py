@@ -1,0 +1,30 @@
+"""Which finalists a verification stage keeps so that its minimum rounds fit its budget, and how a
+stage that still ran one round only is shown (single draws, no interval)."""
+
+import pandas as pd
+
+from tuner.report import verified_lines
+from tuner.verification import finalists
+
+
+def test_finalists_that_fit_the_budget_are_all_kept():
+    assert finalists.fit([4, 7, 9, 0], {4: 10, 7: 10, 9: 10, 0: 10}, budget_s=120, rounds=3, keep={4, 0}) == [4, 7, 9, 0]
+
+
+def test_the_near_sla_trial_then_the_lower_leaders_leave_first_and_the_top_leader_and_default_stay():
+    costs = {4: 35, 7: 35, 9: 35, 0: 35}  # leaders 4 and 7, 9 just over the SLA, 0 Triton's default
+    assert finalists.fit([4, 7, 9, 0], costs, budget_s=220, rounds=2, keep={4, 0}) == [4, 7, 0]
+    assert finalists.fit([4, 7, 9, 0], costs, budget_s=150, rounds=2, keep={4, 0}) == [4, 0]
+    assert finalists.fit([4, 7, 9, 0], costs, budget_s=10, rounds=2, keep={4, 0}) == [4, 0]
+
+
+def test_one_round_is_shown_as_single_draws_without_an_interval():
+    figure = {"median": 154.0, "low": 154.0, "high": 154.0, "half_width": 0.0}
+    verified = {"rounds": 1, "stopped": "budget", "seconds": 140.0, "max_p99_ms": 500.0, "winner": 2, "default": 0,
+                "p_best": 1.0, "vs_default": {"median": 25.79, "low": 25.79, "high": 25.79, "significant": True},
+                "finalists": {2: {"throughput": figure, "p99_ms": figure, "meets_sla": True},
+                              0: {"throughput": figure, "p99_ms": figure, "meets_sla": False}}}
+    frame = pd.DataFrame({"number": [0, 2], "backend": ["onnxruntime", "onnxruntime"]})
+    text = "\n".join(verified_lines(frame, verified))
+    assert "one round only" in text and "+-0.0 %" not in text and "[154.0, 154.0]" not in text
+    assert "P(winner is best)" not in text and "untested for significance" in text
