@@ -109,6 +109,8 @@ class MeasureSpec(_Strict):
         "ramp", description="ramp: measure each configuration at rising concurrencies (space.concurrency) on one "
                             "load until throughput stops rising or p99 passes the SLA; sample: the sampler picks one")
     ramp_min_gain: float = Field(0.03, ge=0, description="ramp: stop when a step adds less than this share of throughput")
+    sla_headroom: float = Field(0.0, ge=0, lt=1, description="ramp: prefer the load whose p99 stays this share under "
+                                                              "the SLA (a pick on the edge fails when measured again)")
     confirm_best: bool = Field(True, description="measure a new best once more and keep the mean (noise guard)")
 
     @property

@@ -121,3 +121,11 @@ def test_a_request_rate_ramp_stops_at_the_first_rate_the_server_cannot_sustain()
     assert ramp.pick(curve).request_rate == 100  # the highest sustained rate, not the highest throughput
     assert ramp.pick(curve, max_p99_ms=5.5).request_rate == 50
     assert ramp.mean([curve[1], curve[1]]).request_rate == 100
+
+
+def test_headroom_prefers_a_load_whose_p99_stays_under_the_sla_by_that_share():
+    curve = [point(16, 70, 300), point(32, 87, 440)]
+    assert ramp.pick(curve, max_p99_ms=500).concurrency == 32  # on the edge: 88 % of the SLA
+    assert ramp.pick(curve, max_p99_ms=500, headroom=0.15).concurrency == 16
+    # No point has the headroom: the SLA itself decides.
+    assert ramp.pick([point(16, 70, 460), point(32, 87, 490)], max_p99_ms=500, headroom=0.15).concurrency == 32

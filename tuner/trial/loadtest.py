@@ -81,7 +81,7 @@ def load_test(perf: Perf, spec: MeasureSpec, level: float, ladder: Sequence[int]
     curve = None
     if spec.ramps:
         curve = ramp.ramp(measure_at, ladder, max_p99_ms, spec.ramp_min_gain, floor)
-        measurement = ramp.pick(curve, max_p99_ms)
+        measurement = ramp.pick(curve, max_p99_ms, spec.sla_headroom)
     else:
         measurement = measure_at(level)
     chosen = next(run for at, run in runs.items() if run.measurement is measurement)
