@@ -5,6 +5,7 @@ import optuna
 from typer.testing import CliRunner
 
 from tuner.cli import app
+from tuner.measure.perf_analyzer import SUSTAINED
 
 from conftest import write_experiment
 
@@ -31,6 +32,9 @@ def test_a_request_rate_search_reports_sustained_rates(mlp_onnx, tmp_path):
         assert all(p["concurrency"] == 0 for p in curve)
         chosen = t.user_attrs["candidate"]
         assert chosen["concurrency"] == 0 and chosen["request_rate"] in (100, 200, 400)
-        assert t.user_attrs["measurement"]["throughput"] >= 0.85 * chosen["request_rate"]  # sustained
+        # The picked point of the curve kept up (the stored measurement of a confirmed best is the mean
+        # of it and a second run, which on a noisy machine may read lower).
+        picked = next(p for p in curve if p["request_rate"] == chosen["request_rate"])
+        assert picked["throughput"] >= SUSTAINED * chosen["request_rate"]
         assert "--request-rate-range" in t.user_attrs["perf_analyzer_cmd"] and "poisson" in t.user_attrs["perf_analyzer_cmd"]
     assert "rate=" in result.output
