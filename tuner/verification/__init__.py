@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import optuna
+import pandas as pd
 
 from tuner import backends, results
 from tuner.candidate import Candidate
@@ -83,13 +84,14 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
     default = int(baseline.number.iloc[0]) if not baseline.empty else None
     # Each finalist's cost is at the price of the machine kind its trial was measured on.
     prices = {n: study.trials[n].user_attrs.get("price_per_hour", exp.price_per_hour) for n in chosen}
-    costs = {n: round_cost(frame, n, exp) for n in chosen}
-    fitted = finalists.fit(chosen, costs, spec.budget_s(exp.timeout_s), spec.min_rounds, {chosen[0], default})
+    budget = spec.budget_s(exp.timeout_s)
+    costs = {n: _round_cost(frame, n, exp) for n in chosen}
+    fitted = finalists.fit(chosen, costs, budget, spec.min_rounds, {chosen[0], default})
     dropped = [n for n in chosen if n not in fitted]
     chosen = fitted
     note(f"verifying {len(chosen)} finalists (trials {', '.join(map(str, chosen))}) in interleaved rounds"
          + (f"; trials {', '.join(map(str, dropped))} left out: {spec.min_rounds} rounds of every finalist "
-            f"would not fit the stage's {spec.budget_s(exp.timeout_s):.0f} s" if dropped else ""))
+            f"would not fit the stage's {budget:.0f} s" if dropped else ""))
     order = random.Random(exp.seed)
     started = time.monotonic()
     rounds: list[dict[int, dict]] = []
@@ -118,7 +120,7 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
                 stopped = "converged"
                 break
         # Another round would end past the budget: stop here.
-        if time.monotonic() - started + (time.monotonic() - round_started) > spec.budget_s(exp.timeout_s):
+        if time.monotonic() - started + (time.monotonic() - round_started) > budget:
             stopped = "budget"
             break
     if decision is None:
@@ -131,11 +133,11 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
     return stored(study)
 
 
-def round_cost(frame, number: int, exp: Experiment) -> float:
+def _round_cost(frame: pd.DataFrame, number: int, exp: Experiment) -> float:
     """Seconds one round spends on a finalist: its reload (as long as its trial's load), the
     warm-up, and a measurement of perf_analyzer's three windows at least, plus its start-up."""
     load = frame.loc[frame.number == number, "load_s"].iloc[0]
-    load = 10.0 if load is None or load != load else float(load)  # NaN: a trial from older code
+    load = 10.0 if pd.isna(load) else float(load)  # none recorded: a trial from older code
     return load + exp.verify.warmup_s + 3 * exp.measure.interval_ms / 1000 + 2.0
 
 
