@@ -11,7 +11,7 @@ from typing import Protocol
 
 import optuna
 
-from tuner import model_source, verification, workers, zoo
+from tuner import model_source, sampling, verification, workers, zoo
 from tuner.candidate import Candidate
 from tuner.errors import TrialError
 from tuner.experiment import Experiment
@@ -108,6 +108,9 @@ def run(exp: Experiment, reporter: Reporter, fresh: bool = False) -> optuna.Stud
                 runner = TrialRunner(exp, source, server, ws, samples, note=reporter.note,
                                      on_start=reporter.trial_started, worker=worker)
                 measure = verification.Verifier(study, exp, source, server, ws, samples)
+            # The baseline's values were added to the choices so it could be enqueued; sampled
+            # trials keep to the values the experiment listed.
+            study.sampler = sampling.WithinSpace(study.sampler, runner.sampled_within(), exp.seed)
             _sample(study, runner, exp, reporter, _deadline(study, worker, exp))
             registration.set_state("sampled")
             if _needs_verification(study, exp) and _verifies(study, worker, reporter):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 
+from tuner import sampling
 from tuner.errors import TunerError
 from tuner.experiment import Experiment
 from tuner.measure import composing, perf_analyzer, ramp
@@ -32,9 +33,13 @@ from tuner.workspace import Workspace
 def spaces_of(exp: Experiment, source: PipelineSource) -> dict[str, space.StepSpace]:
     """Each step's space: the experiment's knob values (or its `steps` overrides), the source's
     own parameters, and the repository's as-given settings (its baseline) always among them."""
+    return space.widen(listed_spaces(exp, source), source.repository)
+
+
+def listed_spaces(exp: Experiment, source: PipelineSource) -> dict[str, space.StepSpace]:
+    """Each step's space as the experiment and the source list it (no as-given values added)."""
     overrides = {name: o.model_dump(exclude_none=True) for name, o in exp.steps.items()}
-    spaces = space.step_spaces(source.repository, exp.space, overrides, source.parameters)
-    return space.widen(spaces, source.repository)
+    return space.step_spaces(source.repository, exp.space, overrides, source.parameters)
 
 
 def concurrency_ladder(exp: Experiment) -> list[int]:
@@ -88,6 +93,12 @@ class PipelineTrialRunner(TrialObjective):
             note("taking the reference outputs from the repository as given")
             deploy(server, source, as_given(exp, source, 1), self.workdir)
             self.guard.take_reference(server.grpc_url)
+
+    def sampled_within(self) -> dict[str, tuple]:
+        """The params whose as-given values were added to their choices, with the values the
+        experiment listed: the only ones a sampled trial may take (tuner.sampling)."""
+        listed = space.param_choices(listed_spaces(self.exp, self.source), self.exp.space.concurrency)
+        return sampling.added_values(listed, space.param_choices(self.spaces, self.ladder))
 
     def _suggest(self, trial: optuna.Trial) -> space.PipelineCandidate:
         levels = [] if self.exp.measure.ramps else self.ladder  # none asked: the ramp finds the concurrency

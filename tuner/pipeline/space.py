@@ -154,6 +154,16 @@ def _draw(spaces: dict[str, StepSpace], concurrency: Sequence[int], choose: _Cho
     return PipelineCandidate(steps, choose("concurrency", tuple(concurrency)) if concurrency else 0)
 
 
+def param_choices(spaces: dict[str, StepSpace], concurrency: Sequence[int] = ()) -> dict[str, tuple]:
+    """Every param `suggest` may ask, under its name, with its choices (knobs that exist only
+    with another's value included)."""
+    choices: dict[str, tuple] = {"concurrency": tuple(concurrency)} if concurrency else {}
+    for name, space in spaces.items():
+        choices |= {f"{name}.{knob}": tuple(getattr(space, knob)) for knob in STEP_KNOBS}
+        choices |= {f"{name}.param.{key}": values for key, values in space.parameters.items()}
+    return choices
+
+
 def _param_values(candidate: PipelineCandidate) -> dict:
     """Every value of the candidate under the name of the param that would choose it."""
     values: dict = {"concurrency": candidate.concurrency}

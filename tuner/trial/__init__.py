@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import optuna
 
-from tuner import backends
+from tuner import backends, sampling
 from tuner.candidate import Candidate, runtime_key
 from tuner.errors import TrialError, TunerError
 from tuner.experiment import Experiment
@@ -23,6 +23,7 @@ from tuner.measure.perf_analyzer import Hung
 from tuner.model_source import ModelSource
 from tuner.render import render
 from tuner.server import Server
+from tuner.knobs import KNOBS
 from tuner.space import suggest, widen_for_baseline
 from tuner.trial import record
 from tuner.trial.artifact import prepare
@@ -137,6 +138,13 @@ class TrialRunner(TrialObjective):
                                         exp.baseline_runtime)
         self.guard = AccuracyGuard(source, exp.accuracy.spec(), samples[: exp.accuracy.samples])
         self._loaded_config: str | None = None
+
+    def sampled_within(self) -> dict[str, tuple]:
+        """The knobs to which Triton's default added values, with the values the experiment
+        listed: the only ones a sampled trial may take (tuner.sampling)."""
+        names = [knob.name for knob in KNOBS]
+        return sampling.added_values({n: getattr(self.exp.space, n) for n in names},
+                                     {n: getattr(self.space, n) for n in names})
 
     def _suggest(self, trial: optuna.Trial) -> Candidate:
         try:
