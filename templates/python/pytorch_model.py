@@ -14,7 +14,10 @@ benchmarks/gpu_ladder.py). Parameters (config.pbtxt `parameters`, from tuner/kno
   inputs of rank >= 2) is padded to the next one, and the outputs' time axis trimmed back with the
   module's `output_frames(frames)`, so the results are those of the unbucketed batch;
 - cuda_graphs: True/False: one CUDA graph per (batch size, bucket), captured on first use;
-  ignored without length_buckets (see Settings.from_parameters);
+  ignored without length_buckets (see Settings.from_parameters). A graphed batch is padded to the
+  next power of two (its first item repeated) and its outputs cut back: each graph keeps its
+  static outputs, and one graph per batch size 1-64 at four buckets held ~33 GB per wenet encoder
+  instance (four instances ran an H200 out of memory at 3daa05e);
 - ragged_outputs.
 Outputs no request of a batch wants (tuner_adapter.BatchingModel.needed_outputs: an ensemble asks
 only for those it maps) stay on the device: no cast, no device->host copy.
@@ -127,6 +130,9 @@ class TorchRunner:
         # per output. Always on: a pageable copy stages through a pinned buffer anyway.
         self.pinned = cuda
         self.graphs = {}  # input shapes -> (graph, static inputs, static outputs)
+        # Batches padded to graph_batch sizes without graphs too: only tests set it, so that the
+        # CPU checks the padding the graphed path does.
+        self.pad_batches = False
         self.pool = torch.cuda.graph_pool_handle() if settings.cuda_graphs else None
 
     def __call__(self, feed, outputs=None):
@@ -138,11 +144,17 @@ class TorchRunner:
             target = bucket(frames, self.settings.length_buckets)
             if target != frames:
                 feed = {n: pad_time(feed[n], target) if r >= 2 else feed[n] for n, r in self.input_ranks.items()}
-        tensors = [self._to_device(feed[name]) for name in self.input_ranks]
         graphed = self.settings.cuda_graphs and frames is not None and frames <= self.settings.length_buckets[-1]
+        items = len(feed[next(iter(self.input_ranks))])
+        rows = graph_batch(items) if graphed or self.pad_batches else items
+        if rows != items:
+            feed = {n: pad_batch(feed[n], rows) for n in self.input_ranks}
+        tensors = [self._to_device(feed[name]) for name in self.input_ranks]
         with torch.inference_mode():
             results = self._replay(tensors) if graphed else self.forward(*tensors)
             host = self._to_host(results, self.outputs if outputs is None else outputs)
+        if rows != items:
+            host = {n: v[:items] for n, v in host.items()}
         if target != frames:
             keep, padded = self.module.output_frames(frames), self.module.output_frames(target)
             host = {n: v[:, :keep] if v.ndim >= 2 and v.shape[1] == padded else v for n, v in host.items()}
@@ -197,6 +209,16 @@ class TorchRunner:
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             static_outputs = self.forward(*static_inputs)
         return graph, static_inputs, static_outputs
+
+
+def graph_batch(items):
+    """The batch size a graphed call runs at: the next power of two."""
+    return 1 << max(items - 1, 0).bit_length()
+
+
+def pad_batch(array, rows):
+    """`array` with its first item repeated up to `rows` items (a real item, not zeros)."""
+    return np.concatenate([array, np.repeat(array[:1], rows - len(array), axis=0)])
 
 
 def pad_time(array, frames):

@@ -58,6 +58,22 @@ def test_length_buckets_give_the_unbucketed_results():
         assert_same(plain, run(pm.Settings(length_buckets=bounds), batch))
 
 
+def test_graphed_batch_sizes_are_powers_of_two():
+    assert [pm.graph_batch(n) for n in (1, 2, 3, 4, 5, 33, 64)] == [1, 2, 4, 4, 8, 64, 64]
+
+
+def test_a_batch_padded_to_a_graph_size_gives_the_unpadded_results():
+    batch = feed(n=5)  # runs as 8 rows: three copies of the first utterance, cut off after
+    module, ranks, outputs = model.serving_module(TINY)
+    padded = pm.TorchRunner(module, ranks, outputs, "cpu", pm.Settings(length_buckets=(400,)))
+    padded.pad_batches = True
+    rows, forward = [], padded.forward
+    padded.forward = lambda *tensors: rows.append(len(tensors[0])) or forward(*tensors)
+    result = padded(batch)
+    assert rows == [8] and len(result["beam_log_probs_idx"]) == 5
+    assert_same(run(pm.Settings(length_buckets=(400,)), batch), result)
+
+
 def test_buckets_and_their_parsing():
     assert pm.parse_buckets("off") == () and pm.parse_buckets("1024, 256,512") == (256, 512, 1024)
     with pytest.raises(ValueError, match="length_buckets must be off or input lengths"):
