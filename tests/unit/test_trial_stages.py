@@ -107,3 +107,22 @@ def test_constraints_follow_the_experiment():
     record.constrain(trial, exp, p99_ms=12.5, gpu_memory_gb=1.0)
     attrs = study.trials[0].system_attrs
     assert (attrs["constraints:p99_over_sla_ms"], attrs["constraints:gpu_memory_over_gb"]) == (2.5, -1.0)
+
+
+def test_a_study_searched_over_other_choices_says_so_in_one_line():
+    from tuner.errors import TunerError
+    from tuner.trial import TrialObjective
+
+    class Objective(TrialObjective):
+        def __init__(self, choices):
+            self.exp, self.worker, self.choices = build({"model": "-", "trials": 4}), None, choices
+            self.on_start = lambda number, candidate: None
+
+        def _suggest(self, trial):
+            return trial.suggest_categorical("encoder.instances", self.choices)
+
+    study = optuna.create_study(study_name="asr", directions=["maximize", "minimize"])
+    study.enqueue_trial({"encoder.instances": 1})
+    study.ask().suggest_categorical("encoder.instances", [1, 2])
+    with pytest.raises(TunerError, match=r"^study 'asr' was searched over other values .* --fresh"):
+        Objective([2, 4, 8])(study.ask())

@@ -60,6 +60,18 @@ class TrialObjective:
     worker: Worker | None
     on_start: Callable[[int, object], None]
 
+    def _suggest_in_study(self, trial: optuna.Trial):
+        try:
+            return self._suggest(trial)
+        except ValueError as exc:
+            if "dynamic value space" not in str(exc):
+                raise
+            # The study's earlier trials chose from other values (the experiment's space or
+            # steps, or the runtimes usable here, changed): Optuna cannot mix them.
+            raise TunerError(f"study {trial.study.study_name!r} was searched over other values than this "
+                             f"search offers (its space, its steps or the runtimes usable here changed); use "
+                             f"--study NEW_NAME, or --fresh to start this study again") from None
+
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         reason = give_back_reason(trial.study, trial.number, self.exp.trials)
         if reason is not None:
@@ -69,7 +81,7 @@ class TrialObjective:
             raise TrialError(reason)
         for key, value in (self.worker.trial_attrs if self.worker else {}).items():
             trial.set_user_attr(key, value)
-        candidate = self._suggest(trial)
+        candidate = self._suggest_in_study(trial)
         trial.set_user_attr("candidate", candidate.as_dict())
         self.on_start(trial.number, candidate)
         previous = record.same_params(trial.study, trial.params)
@@ -147,18 +159,8 @@ class TrialRunner(TrialObjective):
                                      {n: getattr(self.space, n) for n in names})
 
     def _suggest(self, trial: optuna.Trial) -> Candidate:
-        try:
-            return suggest(trial, self.space, self.source.signature.batched, self.runtimes,
-                           sample_concurrency=not self.exp.measure.ramps, load=self.exp.measure.load)
-        except ValueError as exc:
-            if "dynamic value space" not in str(exc):
-                raise
-            # The study's earlier trials chose from other values (the space or the runtimes
-            # usable here changed): Optuna cannot mix them.
-            raise TunerError(f"study {trial.study.study_name!r} was searched over other values than this "
-                             f"search offers (its space or the runtimes usable here changed: "
-                             f"{', '.join(self.runtimes)}); use --study NEW_NAME, or --fresh to start this "
-                             f"study again") from None
+        return suggest(trial, self.space, self.source.signature.batched, self.runtimes,
+                       sample_concurrency=not self.exp.measure.ramps, load=self.exp.measure.load)
 
     def _run(self, trial: optuna.Trial, candidate: Candidate) -> tuple[float, float]:
         known = self.guard.known_failure(candidate)
