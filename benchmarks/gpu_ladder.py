@@ -314,7 +314,7 @@ def parse_args(argv=None):
 def main(argv=None) -> str:
     args = parse_args(argv)
     device = torch.device(args.device)
-    source = zoo.get(f"{args.model}-encoder")
+    source = zoo.encoder_of(args.model)
     if source is None:
         raise SystemExit(f"unknown WeNet variant {args.model!r}: wenet or wenet-tiny")
     pool = source.sample_inputs(np.random.default_rng(args.seed), args.pool)

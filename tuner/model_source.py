@@ -74,7 +74,7 @@ def resolve(model: str, cache_dir: Path) -> ModelSource:
     signature = read_signature(path)
     if {t.name for t in signature.inputs} == {"speech", "speech_lengths"}:
         # A WeNet-style encoder export (yours): realistic utterances and its ragged outputs.
-        wenet = zoo.get("wenet-encoder")
+        wenet = zoo.encoder_of("wenet")
         outputs = {t.name for t in signature.outputs}
         ragged = {o: n for o, n in wenet.ragged_outputs.items() if o in outputs and n in outputs}
         return ModelSource(_safe_name(name), path.resolve(), signature, wenet.sample_inputs, ragged)

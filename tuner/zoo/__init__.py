@@ -44,6 +44,11 @@ class ZooModel:
     torch_module: str | None = None
 
 
+def encoder_name(variant: str) -> str:
+    """The zoo name of a WeNet variant's encoder alone ("wenet" -> "wenet-encoder")."""
+    return f"{variant}-encoder"
+
+
 def _wenet_model(variant: str, description: str, min_seconds: float, max_seconds: float) -> ZooModel:
     """Registry entry of a WeNet variant's encoder alone (``<variant>-encoder``); the variant's
     name itself is its audio-to-text pipeline (tuner.pipeline.source.ZOO_PIPELINES)."""
@@ -56,7 +61,7 @@ def _wenet_model(variant: str, description: str, min_seconds: float, max_seconds
     )
     padded = ("encoder_out", "ctc_log_probs", "beam_log_probs", "beam_log_probs_idx")
     return ZooModel(
-        name=f"{variant}-encoder",
+        name=encoder_name(variant),
         description=description,
         export=export,
         sample_inputs=sample,
@@ -89,6 +94,11 @@ _MODELS: dict[str, ZooModel] = {
 def get(name: str) -> ZooModel | None:
     """The zoo model called ``name``, or None."""
     return _MODELS.get(name)
+
+
+def encoder_of(variant: str) -> ZooModel:
+    """The zoo entry of a WeNet variant's encoder alone."""
+    return _MODELS[encoder_name(variant)]
 
 
 def names() -> list[str]:

@@ -171,7 +171,7 @@ def _encoder_files(variant: str, candidate: Candidate, artifacts: ZooArtifacts, 
         return backend.adapter_files(artifacts.encoder)
     definition = workdir / f"{variant}-model.json"
     definition.parent.mkdir(parents=True, exist_ok=True)
-    definition.write_text(json.dumps({"torch_module": zoo.get(f"{variant}-encoder").torch_module}))
+    definition.write_text(json.dumps({"torch_module": zoo.encoder_of(variant).torch_module}))
     return backend.adapter_files(definition)
 
 
