@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tuner import reproduce  # noqa: E402
 from tuner.measure import perf_analyzer  # noqa: E402
 from tuner.measure.metrics import MetricsSampler  # noqa: E402
-from tuner.server import ModelPackage  # noqa: E402
 from tuner.server.local import LocalServer  # noqa: E402
 
 
@@ -36,26 +35,19 @@ def main() -> None:
     timeout = float(claim["measure"]["timeout_s"])
     with tempfile.TemporaryDirectory(prefix="metrics-polling-") as tmp:
         work = Path(tmp)
-        names = claim.get("models") or [claim["model"]]
-        packages = []
-        for name in names:
-            folder = work / "repository" / name
-            shutil.copytree(args.export / (claim["model_dir"] if name == claim["model"] else name), folder)
-            files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
-                     if p.is_file() and p.name != "config.pbtxt"}
-            packages.append(ModelPackage(name, (folder / "config.pbtxt").read_text(), files))
+        packages = reproduce.copy_models(args.export, claim, work / "repository")
         input_data = Path(shutil.copy2(args.export / claim["perf_analyzer"].get("input_data", "perf_inputs.json"),
                                        work / "inputs.json"))
         with LocalServer(work / "repository", work / "server.log") as server:
             for package in packages:
                 server.load(package)
-            reproduce._warm_up(claim, server.grpc_url, work / "warmup.csv", input_data)
+            reproduce.warm_up(claim, server.grpc_url, work / "warmup.csv", input_data)
             ratios = []
             for pair in range(args.pairs):
                 figures = {}
                 for polled in ([False, True] if pair % 2 == 0 else [True, False]):
                     csv = work / f"p{pair}-{int(polled)}.csv"
-                    cmd = reproduce._fill(claim["perf_analyzer"]["retry_args"], server.grpc_url, csv, input_data)
+                    cmd = reproduce.fill(claim["perf_analyzer"]["retry_args"], server.grpc_url, csv, input_data)
                     if polled:
                         with MetricsSampler(server.metrics_url) as sampler:
                             m = perf_analyzer.measure(cmd, csv, timeout)

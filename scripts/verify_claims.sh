@@ -18,7 +18,4 @@ grep -A12 "^verified:" "$out/search.log" | tee -a "$out/summary.txt"
 rm -rf "$out/export"
 $tuner export --study "$study" --storage "sqlite:///$out/tuner.db" --out "$out/export" > "$out/export.log" 2>&1
 echo "export exit $?" | tee -a "$out/summary.txt"; head -3 "$out/export.log" | tee -a "$out/summary.txt"
-for i in $(seq 1 "$runs"); do
-  $tuner verify "$out/export" > "$out/verify-$i.log" 2>&1; rc=$?
-  echo "verify $i: exit $rc | $(grep -E '^verified here' "$out/verify-$i.log") | $(grep -E '^throughput:' "$out/verify-$i.log") | $(grep -E '^p99:' "$out/verify-$i.log")" | tee -a "$out/summary.txt"
-done
+bash scripts/verify_export.sh "$out/export" "$out" "$runs"

@@ -76,7 +76,23 @@ def read_claim(directory: Path) -> dict:
     return claim
 
 
-def _fill(args: list[str], url: str, csv: Path, input_data: Path) -> list[str]:
+def copy_models(directory: Path, claim: dict, repository: Path) -> list[ModelPackage]:
+    """The claim's models copied from the export into `repository`, as packages to load: a copy,
+    so the server (and anything it writes) never touches the export itself. A pipeline's claim
+    names every model of it (composing models first, the top model last)."""
+    packages = []
+    for name in claim.get("models") or [claim["model"]]:
+        folder = repository / name
+        shutil.copytree(directory / (claim["model_dir"] if name == claim["model"] else name), folder,
+                        ignore=shutil.ignore_patterns(MARKER))
+        files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+                 if p.is_file() and p.relative_to(folder).as_posix() != "config.pbtxt"}
+        packages.append(ModelPackage(name, (folder / "config.pbtxt").read_text(), files))
+    return packages
+
+
+def fill(args: list[str], url: str, csv: Path, input_data: Path) -> list[str]:
+    """A stored perf_analyzer command with this server, CSV file and input data in place."""
     filled = {URL: url, CSV: str(csv), INPUT: str(input_data)}
     cmd = [filled.get(a, a) for a in args]
     if cmd[0] == "perf_analyzer":
@@ -96,7 +112,7 @@ def _longer_windows(args: list[str]) -> list[str]:
     return args
 
 
-def _warm_up(claim: dict, url: str, csv: Path, input_data: Path) -> None:
+def warm_up(claim: dict, url: str, csv: Path, input_data: Path) -> None:
     """Load the freshly loaded model unmeasured for the claim's warm-up, as its verification did
     (tuner.trial.loadtest.warm_up): the retry's arguments (no stability asked) with three windows
     of a third of it. Nothing when the claim has none; a failure shows in the measured run."""
@@ -106,7 +122,7 @@ def _warm_up(claim: dict, url: str, csv: Path, input_data: Path) -> None:
     args = with_setting(claim["perf_analyzer"]["retry_args"], "--measurement-interval",
                        str(max(100, int(seconds * 1000 / 3))))
     try:
-        perf_analyzer.measure(_fill(args, url, csv, input_data), csv, float(claim["measure"]["timeout_s"]))
+        perf_analyzer.measure(fill(args, url, csv, input_data), csv, float(claim["measure"]["timeout_s"]))
     except TrialError:
         pass
 
@@ -116,13 +132,13 @@ def _measure(claim: dict, url: str, csv: Path, input_data: Path) -> tuple[Measur
     is run once more with the retry arguments, as the search and the verification did."""
     pa, timeout = claim["perf_analyzer"], float(claim["measure"]["timeout_s"])
     try:
-        return perf_analyzer.measure(_fill(pa["args"], url, csv, input_data), csv, timeout), False
+        return perf_analyzer.measure(fill(pa["args"], url, csv, input_data), csv, timeout), False
     except (perf_analyzer.UnstableMeasurement, perf_analyzer.WindowTooShort) as exc:
         retry = pa["retry_args"]
         if isinstance(exc, perf_analyzer.WindowTooShort) and _value(retry, "--measurement-interval") == \
                 _value(pa["args"], "--measurement-interval"):
             retry = _longer_windows(retry)  # no request completed: the retry also needs longer windows
-        return perf_analyzer.measure(_fill(retry, url, csv, input_data), csv, timeout), True
+        return perf_analyzer.measure(fill(retry, url, csv, input_data), csv, timeout), True
 
 
 def _figure(iv: Interval, unit: str, spec: str = ".1f") -> str:
@@ -155,17 +171,7 @@ def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: st
     with tempfile.TemporaryDirectory(prefix="tuner-verify-") as tmp:
         work = Path(tmp)
         repository = work / "repository"
-        # A pipeline's claim names every model of it (composing models first, the top model last).
-        names = claim.get("models") or [model]
-        packages = []
-        for name in names:
-            # A copy: the server (and anything it writes) never touches the export itself.
-            folder = repository / name
-            shutil.copytree(directory / (claim["model_dir"] if name == model else name), folder,
-                            ignore=shutil.ignore_patterns(MARKER))
-            files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
-                     if p.is_file() and p.relative_to(folder).as_posix() != "config.pbtxt"}
-            packages.append(ModelPackage(name, (folder / "config.pbtxt").read_text(), files))
+        packages = copy_models(directory, claim, repository)
         if input_data.is_file():
             input_data = Path(shutil.copy2(input_data, work / input_data.name))
         if url is None:
@@ -193,7 +199,7 @@ def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: st
                             f"; this form ({claim.get('form')}) needs a server with its runtime's own backend")
                     raise TunerError(f"{model} did not load on {where}: {exc}{hint}".splitlines()[0]) from None
                 load_s = time.monotonic() - started
-                _warm_up(claim, server.grpc_url, work / f"warmup{number}.csv", input_data)
+                warm_up(claim, server.grpc_url, work / f"warmup{number}.csv", input_data)
                 try:
                     m, retried = _measure(claim, server.grpc_url, work / f"round{number}.csv", input_data)
                 except TrialError as exc:

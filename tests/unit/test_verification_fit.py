@@ -28,3 +28,17 @@ def test_one_round_is_shown_as_single_draws_without_an_interval():
     text = "\n".join(verified_lines(frame, verified))
     assert "one round only" in text and "+-0.0 %" not in text and "[154.0, 154.0]" not in text
     assert "P(winner is best)" not in text and "untested for significance" in text
+
+
+def _trials(rows):
+    return pd.DataFrame([{"number": n, "state": "COMPLETE", "throughput": t, "p99_ms": p, "baseline": n == 0,
+                          "repeat_of": None} for n, t, p in rows])
+
+
+def test_an_earlier_verified_winner_stays_a_finalist_when_a_resumed_search_verifies_again():
+    # Trial 7 won the first verification; the resumed search found 12 with a better single draw.
+    frame = _trials([(0, 1.2, 1500), (7, 3.3, 530), (12, 3.9, 740), (13, 3.0, 1100)])
+    assert finalists.choose(frame, 1000, leaders=1) == [12, 13, 0]
+    assert finalists.choose(frame, 1000, leaders=1, incumbent=7) == [12, 7, 13, 0]
+    costs = {0: 30, 7: 30, 12: 30, 13: 30}
+    assert finalists.fit([12, 7, 13, 0], costs, budget_s=270, rounds=3, keep={12, 7, 0}) == [12, 7, 0]

@@ -77,7 +77,10 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
     `max_rounds` are done, or the budget runs out; stored in the study and returned."""
     spec = exp.verify
     frame = results.trials_frame(study)
-    chosen = finalists.choose(frame, exp.max_p99_ms, spec.leaders)
+    earlier = stored(study)
+    incumbent = (earlier["winner"] if earlier is not None and earlier.get("max_p99_ms") == exp.max_p99_ms
+                 else None)
+    chosen = finalists.choose(frame, exp.max_p99_ms, spec.leaders, incumbent)
     if not chosen:
         return None
     baseline = frame[frame.baseline & frame.number.isin(chosen)]
@@ -86,7 +89,7 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
     prices = {n: study.trials[n].user_attrs.get("price_per_hour", exp.price_per_hour) for n in chosen}
     budget = spec.budget_s(exp.timeout_s)
     costs = {n: _round_cost(frame, n, exp) for n in chosen}
-    fitted = finalists.fit(chosen, costs, budget, spec.min_rounds, {chosen[0], default})
+    fitted = finalists.fit(chosen, costs, budget, spec.min_rounds, {chosen[0], incumbent, default})
     dropped = [n for n in chosen if n not in fitted]
     chosen = fitted
     note(f"verifying {len(chosen)} finalists (trials {', '.join(map(str, chosen))}) in interleaved rounds"

@@ -13,14 +13,18 @@ from tuner.verification.stats import interval, p_best, paired_ratio
 NEAR_SLA = 1.25  # a trial whose single draw is this close over the SLA may verify within it
 
 
-def choose(frame: pd.DataFrame, max_p99_ms: float | None, leaders: int = 3) -> list[int]:
-    """The leading trials within the SLA (by their single draws), the best one just over it, and
-    Triton's default (every "tuned vs default" ratio is measured against it). Repeats of a measured
+def choose(frame: pd.DataFrame, max_p99_ms: float | None, leaders: int = 3, incumbent: int | None = None) -> list[int]:
+    """The leading trials within the SLA (by their single draws), the `incumbent` (an earlier
+    verification's winner under this SLA: a resumed search verifies again, and a pick already
+    verified within the SLA stays in the running), the best one just over the SLA, and Triton's
+    default (every "tuned vs default" ratio is measured against it). Repeats of a measured
     deployment count once."""
     done = results.completed(frame)
     done = done[done.repeat_of.isna()].sort_values(["throughput", "p99_ms"], ascending=[False, True])
     within = done if max_p99_ms is None else done[done.p99_ms <= max_p99_ms]
     chosen = list(within.number.head(leaders))
+    if incumbent is not None and incumbent in set(done.number):
+        chosen.append(incumbent)
     if max_p99_ms is not None:
         near = done[(done.p99_ms > max_p99_ms) & (done.p99_ms <= max_p99_ms * NEAR_SLA)]
         chosen += list(near.number.head(1))
@@ -36,7 +40,7 @@ def fit(chosen: Sequence[int], costs: Mapping[int, float], budget_s: float, roun
     reload, warm-up and measurement, in seconds). A round is only paired when it measures every
     finalist, so rather than end after one round with no interval, the stage drops finalists from
     the end of the priority order `choose` gives (the one near the SLA, then the lower leaders);
-    those in `keep` (the top leader and the default) always stay."""
+    those in `keep` (the top leader, the incumbent and the default) always stay."""
     kept = list(chosen)
     for number in reversed(chosen):
         if sum(costs[n] for n in kept) * rounds <= budget_s:
