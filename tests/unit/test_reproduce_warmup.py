@@ -19,7 +19,7 @@ def claim(warmup_s):
 def test_the_warm_up_runs_the_retry_arguments_with_windows_a_third_of_it(monkeypatch):
     ran = []
     monkeypatch.setattr(reproduce.perf_analyzer, "measure", lambda cmd, csv, timeout: ran.append(cmd))
-    reproduce._warm_up(claim(9.0), "127.0.0.1:8001", Path("w.csv"), Path("in.json"))
+    reproduce.warm_up(claim(9.0), "127.0.0.1:8001", Path("w.csv"), Path("in.json"))
     (cmd,) = ran
     assert cmd[cmd.index("--measurement-interval") + 1] == "3000"
     assert cmd[cmd.index("--stability-percentage") + 1] == "1000.0"
@@ -29,8 +29,8 @@ def test_the_warm_up_runs_the_retry_arguments_with_windows_a_third_of_it(monkeyp
 def test_no_warm_up_without_one_in_the_claim_and_a_failed_one_is_left_to_the_measured_run(monkeypatch):
     ran = []
     monkeypatch.setattr(reproduce.perf_analyzer, "measure", lambda cmd, csv, timeout: ran.append(cmd))
-    reproduce._warm_up(claim(0), "u", Path("w.csv"), Path("in.json"))
-    reproduce._warm_up({"perf_analyzer": {"args": ARGS, "retry_args": RETRY}, "measure": {"timeout_s": 60}},
+    reproduce.warm_up(claim(0), "u", Path("w.csv"), Path("in.json"))
+    reproduce.warm_up({"perf_analyzer": {"args": ARGS, "retry_args": RETRY}, "measure": {"timeout_s": 60}},
                        "u", Path("w.csv"), Path("in.json"))
     assert ran == []
 
@@ -38,4 +38,4 @@ def test_no_warm_up_without_one_in_the_claim_and_a_failed_one_is_left_to_the_mea
         raise TrialError("perf_analyzer failed")
 
     monkeypatch.setattr(reproduce.perf_analyzer, "measure", fail)
-    reproduce._warm_up(claim(3.0), "u", Path("w.csv"), Path("in.json"))  # no exception
+    reproduce.warm_up(claim(3.0), "u", Path("w.csv"), Path("in.json"))  # no exception
