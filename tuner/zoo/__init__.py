@@ -96,9 +96,9 @@ def get(name: str) -> ZooModel | None:
     return _MODELS.get(name)
 
 
-def encoder_of(variant: str) -> ZooModel:
-    """The zoo entry of a WeNet variant's encoder alone."""
-    return _MODELS[encoder_name(variant)]
+def encoder_of(variant: str) -> ZooModel | None:
+    """The zoo entry of a WeNet variant's encoder alone, or None for an unknown variant."""
+    return get(encoder_name(variant))
 
 
 def names() -> list[str]:
