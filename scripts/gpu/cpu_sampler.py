@@ -13,7 +13,7 @@ import psutil
 def label(proc: psutil.Process) -> str:
     name = proc.name()
     if name.startswith("triton_python"):  # the stub's args: shm key, model path, ...
-        model = next((a.split("/")[-2] for a in proc.cmdline() if a.endswith("model.py")), "?")
+        model = next((a.split("/")[-3] for a in proc.cmdline() if a.endswith("model.py")), "?")
         return f"stub:{model}"
     return name
 

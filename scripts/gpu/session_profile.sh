@@ -21,7 +21,7 @@ sampler=$!
   > "$W/gpu-usage.txt" 2>&1 &
 monitor=$!
 start=$(date +%s)
-CUDA_VISIBLE_DEVICES=0 timeout 470 $PY -m tuner search --experiment experiments/wenet-gpu-fe.yaml \
+CUDA_VISIBLE_DEVICES=0 timeout 450 $PY -m tuner search --experiment experiments/wenet-gpu-fe.yaml \
   --storage "sqlite:///$W/fe.db" --study fe > "$W/fe.log" 2>&1
 echo "search: exit $? in $(( $(date +%s) - start )) s" >> "$W/walls.txt"
 kill $sampler $monitor 2>/dev/null

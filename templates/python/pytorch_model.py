@@ -1,9 +1,9 @@
 """Python-backend adapter: runs a model's PyTorch definition on the instance's GPU.
 
-Request stacking, padding and output trimming are tuner_adapter.py's. `TorchRunner` below is the
-runtime ladder of the pytorch backend (precision, attention kernel, torch.compile, length buckets,
-CUDA graphs, pinned host memory); it runs without Triton (tests/unit/test_wenet_accel.py,
-benchmarks/gpu_ladder.py). Parameters (config.pbtxt `parameters`, from tuner/knobs.py):
+Request padding (tuner_adapter.gather, here into pinned buffers) and output trimming are
+tuner_adapter.py's. `TorchRunner` below is the runtime ladder of the pytorch backend (precision,
+attention kernel, torch.compile, length buckets, CUDA graphs, pinned host memory); it runs
+without Triton (tests/unit/test_wenet_accel.py, benchmarks/gpu_ladder.py). Parameters (config.pbtxt `parameters`, from tuner/knobs.py):
 - model_file: JSON naming the definition, "module:name", whose `serving_module(name)` returns
   (module, {input: rank}, output names);
 - precision: fp32, tf32 (fp32 weights, TF32 matmuls), fp16, bf16: the module's weights and float
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tuner_adapter.
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tuner_adapter import BatchingModel, model_path  # noqa: E402
+from tuner_adapter import BatchingModel, gather, model_path, padded_shape  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPILE_MODES = ("off", "default", "max-autotune-no-cudagraphs")
@@ -129,6 +129,7 @@ class TorchRunner:
         # DMA that overlaps other instances' work, and one synchronize per call replaces one
         # per output. Always on: a pageable copy stages through a pinned buffer anyway.
         self.pinned = cuda
+        self.staging = {}  # input name -> pinned host buffer (_host_buffer)
         self.graphs = {}  # input shapes -> (graph, static inputs, static outputs)
         # Batches padded to graph_batch sizes without graphs too: only tests set it, so that the
         # CPU checks the padding the graphed path does.
@@ -137,19 +138,20 @@ class TorchRunner:
 
     def __call__(self, feed, outputs=None):
         """The module's outputs for one batch, as numpy on the host; `outputs` names those to
-        return (None: all), the others are never copied off the device."""
-        frames = next((np.shape(feed[n])[1] for n, r in self.input_ranks.items() if r >= 2), None)
+        return (None: all), the others are never copied off the device. `feed` holds each
+        input's batch array, or its list of per-request arrays (tuner_adapter.parts), which go
+        padded straight into this runner's host buffer: one copy, no stacked batch in between."""
+        feed = {n: v if isinstance(v, list) else [v] for n, v in feed.items()}
+        first = next(iter(self.input_ranks))
+        items = sum(len(a) for a in feed[first])
+        frames = next((max(a.shape[1] for a in feed[n]) for n, r in self.input_ranks.items() if r >= 2), None)
         target = frames
         if self.settings.length_buckets and frames is not None:
             target = bucket(frames, self.settings.length_buckets)
-            if target != frames:
-                feed = {n: pad_time(feed[n], target) if r >= 2 else feed[n] for n, r in self.input_ranks.items()}
         graphed = self.settings.cuda_graphs and frames is not None and frames <= self.settings.length_buckets[-1]
-        items = len(feed[next(iter(self.input_ranks))])
         rows = graph_batch(items) if graphed or self.pad_batches else items
-        if rows != items:
-            feed = {n: pad_batch(feed[n], rows) for n in self.input_ranks}
-        tensors = [self._to_device(feed[name]) for name in self.input_ranks]
+        tensors = [self._to_device(name, feed[name], rows, target if rank >= 2 else None)
+                   for name, rank in self.input_ranks.items()]
         with torch.inference_mode():
             results = self._replay(tensors) if graphed else self.forward(*tensors)
             host = self._to_host(results, self.outputs if outputs is None else outputs)
@@ -160,12 +162,26 @@ class TorchRunner:
             host = {n: v[:, :keep] if v.ndim >= 2 and v.shape[1] == padded else v for n, v in host.items()}
         return host
 
-    def _to_device(self, array):
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-        if self.pinned:
-            tensor = tensor.pin_memory()
-        tensor = tensor.to(self.device, non_blocking=True)
+    def _to_device(self, name, arrays, rows, frames):
+        """One input's arrays as a `rows`-item batch on the device, time axis padded to `frames`."""
+        host = self._host_buffer(name, padded_shape(arrays, rows, frames), arrays[0].dtype)
+        gather(arrays, host.numpy())
+        tensor = host.to(self.device, non_blocking=True)
         return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+
+    def _host_buffer(self, name, shape, dtype):
+        """A host tensor of `shape` to gather an input into: on a GPU a view of this input's
+        pinned buffer, kept between calls (grown when a batch needs more), so the copy to the
+        device is real DMA and no page is faulted in again; each call ends synchronised
+        (_to_host), so the next may overwrite it."""
+        dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+        if not self.pinned:
+            return torch.empty(shape, dtype=dtype)
+        size = int(np.prod(shape)) * dtype.itemsize
+        buffer = self.staging.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = self.staging[name] = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        return buffer[:size].view(dtype).view(shape)
 
     def _to_host(self, results, wanted):
         host = {}
@@ -216,18 +232,6 @@ def graph_batch(items):
     return 1 << max(items - 1, 0).bit_length()
 
 
-def pad_batch(array, rows):
-    """`array` with its first item repeated up to `rows` items (a real item, not zeros)."""
-    return np.concatenate([array, np.repeat(array[:1], rows - len(array), axis=0)])
-
-
-def pad_time(array, frames):
-    """Zero-pad axis 1 of `array` to `frames`."""
-    pad = [(0, 0)] * array.ndim
-    pad[1] = (0, frames - array.shape[1])
-    return np.pad(array, pad)
-
-
 def load_definition(torch_module):
     """(module, input ranks, output names) of a "module:name" definition."""
     module_path, name = torch_module.split(":")
@@ -235,6 +239,8 @@ def load_definition(torch_module):
 
 
 class TritonPythonModel(BatchingModel):
+    gathers_itself = True  # TorchRunner pads the requests into its pinned buffers
+
     def initialize(self, args):
         params = self.configure(args)
         with open(model_path(args, params.get("model_file", "model.json"))) as f:

@@ -39,12 +39,41 @@ def model_path(args, filename):
 
 def stack(arrays):
     """Concatenate along axis 0, zero-padding every other axis to the largest size."""
-    shapes = np.array([a.shape for a in arrays])
-    target = shapes.max(axis=0)
-    if (shapes[:, 1:] == target[1:]).all():
+    shape = padded_shape(arrays)
+    if all(a.shape[1:] == shape[1:] for a in arrays):
         return np.concatenate(arrays, axis=0)
-    padded = [np.pad(a, [(0, 0)] + [(0, int(t - s)) for s, t in zip(a.shape[1:], target[1:])]) for a in arrays]
-    return np.concatenate(padded, axis=0)
+    out = np.empty(shape, dtype=arrays[0].dtype)
+    gather(arrays, out)
+    return out
+
+
+def padded_shape(arrays, rows=None, axis1=None):
+    """The shape `arrays` stack into: their items (or `rows`), then each other axis's largest
+    size (axis 1 `axis1` where given: a length bucket)."""
+    shape = [sum(len(a) for a in arrays) if rows is None else rows, *np.max([a.shape[1:] for a in arrays], axis=0)]
+    if axis1 is not None and len(shape) > 1:
+        shape[1] = axis1
+    return tuple(int(n) for n in shape)
+
+
+def gather(arrays, out):
+    """Write `arrays` one after another along axis 0 of `out` (a buffer the caller may reuse),
+    each zero-padded on the other axes: one copy, where padding then concatenating makes two
+    fresh arrays (on a GPU host's 16 MB batch of waveforms, 6 ms of page faults and copies).
+    Rows of `out` after the arrays' items repeat its first row: a real item, for a batch padded
+    to a fixed size (a CUDA graph's)."""
+    start = 0
+    for a in arrays:
+        region = out[start:start + len(a)]
+        if a.shape[2:] != out.shape[2:]:
+            region[...] = 0
+        elif a.shape[1:2] != out.shape[1:2]:
+            region[:, a.shape[1]:] = 0
+        region[(slice(None),) + tuple(slice(0, n) for n in a.shape[1:])] = a
+        start += len(a)
+    if start < len(out):
+        out[start:] = out[:1]
+    return out
 
 
 def model_input(array, rank):
@@ -56,8 +85,13 @@ def model_input(array, rank):
 
 def feeds(per_request, input_ranks):
     """One runtime feed from the per-request input dicts."""
-    return {name: model_input(stack([inputs[name] for inputs in per_request]), rank)
-            for name, rank in input_ranks.items()}
+    return {name: stack(arrays) for name, arrays in parts(per_request, input_ranks).items()}
+
+
+def parts(per_request, input_ranks):
+    """Each input's per-request arrays, in the model's rank, not yet stacked (for an adapter that
+    gathers them into a buffer of its own: `BatchingModel.gathers_itself`)."""
+    return {name: [model_input(inputs[name], rank) for inputs in per_request] for name, rank in input_ranks.items()}
 
 
 def needed_outputs(wanted, outputs, ragged_outputs):
@@ -93,8 +127,11 @@ class BatchingModel:
     ({input name: rank in the model}) and `self.outputs` (output names); `infer(feed)` runs the
     runtime once and returns {output name: array}, at least for the names in
     `self.needed_outputs` (set before each call: what this batch's requests want); others it
-    returns are dropped.
+    returns are dropped. The feed holds stacked arrays, or with `gathers_itself` each input's
+    list of per-request arrays (`parts`), for a runtime that pads them into its own buffers.
     """
+
+    gathers_itself = False
 
     def configure(self, args):
         config, params = parameters(args)
@@ -119,7 +156,8 @@ class BatchingModel:
                        for r in requests]
         wanted = [self._wanted(r) for r in requests]
         self.needed_outputs = needed_outputs(set().union(*wanted), self.outputs, self.ragged_outputs)
-        results = self.infer(feeds(per_request, self.input_ranks))
+        gather_feed = parts if self.gathers_itself else feeds
+        results = self.infer(gather_feed(per_request, self.input_ranks))
         results = {name: results[name] for name in self.needed_outputs}
         rows = [next(iter(inputs.values())).shape[0] if self.batched else 1 for inputs in per_request]
         return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in out.items()

@@ -216,6 +216,17 @@ def test_helper_stacks_ragged_requests_with_zero_padding():
     assert feeds["n"].tolist() == [3, 5, 4]  # [B, 1] from Triton -> the model's [B]
 
 
+def test_helper_gathers_into_a_reused_buffer_padding_every_axis_and_repeating_the_first_row():
+    out = np.full((5, 4, 3), 7.0, np.float32)  # a reused buffer: its old contents must not show
+    a, b = np.ones((1, 2, 3), np.float32), np.full((2, 4, 2), 2, np.float32)  # shorter on axis 1; on axis 2
+    assert tuner_adapter.padded_shape([a, b], rows=5) == (5, 4, 3)
+    assert tuner_adapter.padded_shape([a, b], axis1=6) == (3, 6, 3)
+    tuner_adapter.gather([a, b], out)
+    assert (out[0, :2] == 1).all() and (out[0, 2:] == 0).all()
+    assert (out[1:3, :, :2] == 2).all() and (out[1:3, :, 2] == 0).all()
+    assert (out[3:] == out[0]).all()  # rows after the requests' items: the first item again
+
+
 def test_helper_splits_results_and_trims_ragged_outputs_per_request():
     results = {"y": np.arange(3 * 6).reshape(3, 6), "n": np.array([2, 6, 4])}
     first, second = tuner_adapter.split(results, rows=[1, 2], batched=True, ragged_outputs={"y": "n"})

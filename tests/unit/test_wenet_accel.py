@@ -74,6 +74,23 @@ def test_a_batch_padded_to_a_graph_size_gives_the_unpadded_results():
     assert_same(run(pm.Settings(length_buckets=(400,)), batch), result)
 
 
+def test_per_request_arrays_give_the_stacked_batch_results():
+    # What the Triton model hands the runner (gathers_itself): each request's own arrays, ragged,
+    # padded into the runner's host buffer; a second, larger batch then a smaller one reuse it.
+    module, ranks, outputs = model.serving_module(TINY)
+    runner = pm.TorchRunner(module, ranks, outputs, "cpu", pm.Settings(length_buckets=(400,)))
+    runner.pinned, runner.pad_batches = False, True
+    for n, seed in ((3, 2), (6, 3), (2, 4)):
+        batch = feed(n=n, seed=seed)
+        requests = [{name: batch[name][i:i + 1, :int(batch["speech_lengths"][i])] if name == "speech"
+                     else batch[name][i:i + 1] for name in ranks} for i in range(n)]
+        per_request = {name: [r[name] for r in requests] for name in ranks}
+        stacked = {name: np.concatenate([np.pad(a, [(0, 0), (0, max(len(b[0]) for b in arrays) - len(a[0]))]
+                                                + [(0, 0)] * (a.ndim - 2)) if a.ndim >= 2 else a for a in arrays])
+                   for name, arrays in per_request.items()}
+        assert_same(run(pm.Settings(), stacked), runner(per_request))
+
+
 def test_buckets_and_their_parsing():
     assert pm.parse_buckets("off") == () and pm.parse_buckets("1024, 256,512") == (256, 512, 1024)
     with pytest.raises(ValueError, match="length_buckets must be off or input lengths"):
