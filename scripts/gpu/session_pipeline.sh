@@ -32,10 +32,10 @@ if [ "${TWO_GPU:-0}" = 1 ]; then
 elif [ "${LADDER:-0}" = 1 ]; then
   search ladder-1gpu experiments/wenet-gpu-ladder-search.yaml 1 470 &
   ladder=$!
-  search pipeline-1gpu experiments/wenet-gpu.yaml 0 540
+  search pipeline-1gpu experiments/wenet-gpu.yaml 0 475
   wait $ladder
 else
-  search pipeline-1gpu experiments/wenet-gpu.yaml 0 540
+  search pipeline-1gpu experiments/wenet-gpu.yaml 0 475
 fi
 kill $monitor 2>/dev/null
 for d in results/*/; do [ -f "$d/server.log" ] && cp "$d/server.log" "$W/$(basename "$d")-server.log"; done
