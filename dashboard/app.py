@@ -204,15 +204,15 @@ def show_best(url: str, name: str, trials: list[optuna.trial.FrozenTrial], frame
         st.caption(f"The verified winner: medians of {found['rounds']} interleaved rounds, with 95 % intervals.")
         # The 95 % intervals under the medians, grey and without an arrow: they are no change.
         interval = {"delta_color": "off", "delta_arrow": "off"}
-        columns[1].metric("infer/s (verified)", f"{t['median']:.1f}", f"[{t['low']:.1f}, {t['high']:.1f}]",
-                          help=f"Median of the rounds, 95 % interval (±{t['half_width'] * 100:.1f} %).", **interval)
-        columns[2].metric("p99 ms (verified)", f"{p99['median']:.2f}", f"[{p99['low']:.2f}, {p99['high']:.2f}]",
-                          help="Median of the rounds, 95 % interval.", **interval)
+        columns[1].metric("infer/s (verified)", f"{t['median']:.1f}", views.interval_text(t, 1),
+                          help="Median of the rounds, 95 % interval (none from one round).", **interval)
+        columns[2].metric("p99 ms (verified)", f"{p99['median']:.2f}", views.interval_text(p99, 2),
+                          help="Median of the rounds, 95 % interval (none from one round).", **interval)
         columns[3].metric("p50 ms (verified)", "-" if p50 is None else f"{p50:.2f}",
                           help="Median of the rounds.")
         ratio = found.get("vs_default")
         columns[4].metric("vs Triton's default", "-" if ratio is None else f"{ratio['median']:.2f}×",
-                          None if ratio is None else f"[{ratio['low']:.2f}, {ratio['high']:.2f}]"
+                          None if ratio is None or ratio["low"] is None else views.interval_text(ratio, 2)
                           + ("" if ratio["significant"] else " not significant"),
                           help=views.vs_default_text(found), **interval)
     else:
@@ -279,7 +279,7 @@ def show_trial(name: str, trials: list[optuna.trial.FrozenTrial], frame: pd.Data
     if found is not None and number in found["finalists"]:
         t = found["finalists"][number]["throughput"]
         st.info(f"A verified finalist{f' ({views.role(found, number)})' if views.role(found, number) else ''}: "
-                f"{t['median']:.1f} infer/s [{t['low']:.1f}, {t['high']:.1f}] over {found['rounds']} rounds; "
+                f"{views.figure_text(t, 'infer/s')} over {found['rounds']} rounds; "
                 "the figures below are its single draw.")
     measurement = attrs.get("measurement")
     if measurement:

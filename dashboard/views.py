@@ -23,6 +23,7 @@ from tuner import export, knobs, results, verification
 from tuner import storage as tuner_storage
 from tuner.candidate import describe, describe_steps
 from tuner.cost import cost_per_million
+from tuner.verification.stats import error_bar, figure_text
 
 DEFAULT_STORAGE = "sqlite:///results/tuner.db"
 UNFINISHED = ("RUNNING", "WAITING")
@@ -152,7 +153,12 @@ def role(found: dict, number: int) -> str:
 
 
 def _span(figure: dict, digits: int) -> str:
-    return f"{figure['median']:.{digits}f} [{figure['low']:.{digits}f}, {figure['high']:.{digits}f}]"
+    return figure_text(figure, spec=f".{digits}f")
+
+
+def interval_text(figure: dict, digits: int) -> str | None:
+    """"[low, high]" under a verified metric; None for a figure with no interval (one round)."""
+    return None if figure["low"] is None else f"[{figure['low']:.{digits}f}, {figure['high']:.{digits}f}]"
 
 
 def verified_table(frame: pd.DataFrame, found: dict) -> pd.DataFrame:
@@ -163,7 +169,7 @@ def verified_table(frame: pd.DataFrame, found: dict) -> pd.DataFrame:
     for number, f in sorted(found["finalists"].items(), key=lambda item: -item[1]["throughput"]["median"]):
         rows.append({"trial": number, "role": role(found, number),
                      "throughput (infer/s) median [95 % interval]": _span(f["throughput"], 1),
-                     "± %": round(f["throughput"]["half_width"] * 100, 1),
+                     "± %": None if f["throughput"]["half_width"] is None else round(f["throughput"]["half_width"] * 100, 1),
                      "p99 (ms) median [95 % interval]": _span(f["p99_ms"], 2),
                      "meets SLA": bool(f["meets_sla"]), "settings": described.get(number, "?")})
     # The figures before the settings, whose long line would push them out of sight.
@@ -187,6 +193,8 @@ def vs_default_text(found: dict) -> str:
         if found["winner"] == found["default"]:
             return "Triton's default is the verified winner: no configuration beat it on this machine"
         return "Triton's default config was not among the finalists"
+    if ratio["low"] is None:
+        return f"tuned / default {ratio['median']:.2f}× (one round: untested for significance)"
     span = f"{ratio['median']:.2f}× [{ratio['low']:.2f}, {ratio['high']:.2f}]"
     if not ratio["significant"]:
         return f"no significant gain on this machine (tuned / default {span}: the interval holds 1.00×)"
@@ -219,8 +227,8 @@ def verified_figure(found: dict) -> go.Figure:
             legendgroup="median", showlegend=col == 1,
             marker={"symbol": "diamond", "size": 13,
                     "color": [colours.get(role(found, n).split(" & ")[0], "#1f77b4") for n in numbers]},
-            error_y={"type": "data", "symmetric": False, "array": [f["high"] - f["median"] for f in figures],
-                     "arrayminus": [f["median"] - f["low"] for f in figures], "thickness": 2, "width": 8},
+            error_y={"type": "data", "symmetric": False, "array": [error_bar(f)[0] for f in figures],
+                     "arrayminus": [error_bar(f)[1] for f in figures], "thickness": 2, "width": 8},
             customdata=numbers, hovertext=[f"<b>{t}</b><br>median {_span(f, digits)}" for t, f in zip(ticks, figures)],
             hovertemplate="%{hovertext}<extra></extra>"), row=1, col=col)
         xs, ys, text, order = [], [], [], []

@@ -159,6 +159,7 @@ def export(
     """
     from tuner.export import export as export_study
     from tuner.study import open_study
+    from tuner.verification.stats import figure_text
 
     try:
         if max_p99_ms is not None and max_p99_ms <= 0:
@@ -172,9 +173,8 @@ def export(
     figures = claim["figures"]
     t, p = figures["throughput"], figures["p99_ms"]
     if figures["verified"]:
-        what = (f"verified {'winner' if figures['winner'] else 'finalist'}: {t['median']:.1f} infer/s "
-                f"[{t['low']:.1f}, {t['high']:.1f}], p99 {p['median']:.1f} ms [{p['low']:.1f}, {p['high']:.1f}], "
-                f"{figures['rounds']} rounds")
+        what = (f"verified {'winner' if figures['winner'] else 'finalist'}: {figure_text(t, 'infer/s')}, "
+                f"p99 {figure_text(p, 'ms')}, {figures['rounds']} rounds")
     else:
         what = f"not verified: single draw: {t['median']:.1f} infer/s, p99 {p['median']:.1f} ms"
     measured = "the form it was measured in" if claim["form_measured"] else "[yellow]not measured on this server[/]"

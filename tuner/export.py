@@ -165,13 +165,12 @@ def shell_command(args: list[str]) -> str:
 
 def _claimed_figures(choice: Choice, attrs: dict) -> dict:
     if choice.figures is not None:
-        v = choice.verified
-        paired = v["rounds"] > 1  # one round is one more draw: no interval, no P(best), no paired ratio
+        v = choice.verified  # one round: no interval, no P(best), no paired ratio (stats.Interval)
+        paired = v["vs_default"] is not None and v["vs_default"]["low"] is not None
         return {"verified": True, "rounds": v["rounds"], "stopped": v["stopped"],
-                "throughput": _no_interval(choice.figures["throughput"], paired),
-                "p99_ms": _no_interval(choice.figures["p99_ms"], paired),
+                "throughput": choice.figures["throughput"], "p99_ms": choice.figures["p99_ms"],
                 "meets_sla": choice.figures["meets_sla"], "winner": v["winner"] == choice.number,
-                "p_best": v["p_best"] if v["winner"] == choice.number and paired else None,
+                "p_best": v["p_best"] if v["winner"] == choice.number else None,
                 "default_trial": v["default"],
                 "vs_default": v["vs_default"] if v["winner"] == choice.number and paired else None}
     m = attrs["measurement"]
@@ -180,10 +179,6 @@ def _claimed_figures(choice: Choice, attrs: dict) -> dict:
             "runs": 2 if confirm else 1,  # a confirmed best stores the mean of its two runs
             "throughput": {"median": m["throughput"], "low": None, "high": None, "half_width": None},
             "p99_ms": {"median": m["p99_ms"], "low": None, "high": None, "half_width": None}}
-
-
-def _no_interval(figure: dict, paired: bool) -> dict:
-    return figure if paired else {"median": figure["median"], "low": None, "high": None, "half_width": None}
 
 
 def _cost(price_per_hour, throughput: dict) -> dict | None:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from tuner import results
 from tuner.candidate import Candidate, describe, describe_steps
+from tuner.verification.stats import figure_text
 
 # Logs and CI pipes get a wide console instead of rich's 80-column default for non-terminals.
 console = Console() if sys.stdout.isatty() else Console(width=180)
@@ -142,13 +143,6 @@ def _cost_text(row: pd.Series) -> str:
     return "" if cost is None or pd.isna(cost) else f", {_cost(cost)} per million inferences"
 
 
-def _interval(figure: dict, unit: str, rounds: int = 2) -> str:
-    if rounds < 2:  # one draw has no interval: printing [x, x] (+-0.0 %) would claim a precision never measured
-        return f"{figure['median']:.1f} {unit}"
-    return (f"{figure['median']:.1f} {unit} [{figure['low']:.1f}, {figure['high']:.1f}] "
-            f"(+-{figure['half_width'] * 100:.1f} %)")
-
-
 def verified_lines(frame: pd.DataFrame, verified: dict) -> list[str]:
     """The verification stage's result: each finalist's median and 95 % interval over the rounds."""
     rounds = verified["rounds"]
@@ -163,19 +157,19 @@ def verified_lines(frame: pd.DataFrame, verified: dict) -> list[str]:
         floor = "" if figures.get("meets_floor", True) else "  under the throughput floor"
         cost = figures.get("cost_per_million")
         cost = "" if cost is None else f", {cost:.4g} per million inferences"
-        lines.append(f"  trial {number} {role.strip() or ''}: {_interval(figures['throughput'], 'infer/s', rounds)}, "
-                     f"p99 {_interval(figures['p99_ms'], 'ms', rounds)}{cost}{sla}{floor}  "
+        throughput = figure_text(figures["throughput"], "infer/s", spread=True)
+        lines.append(f"  trial {number} {role.strip() or ''}: {throughput}, "
+                     f"p99 {figure_text(figures['p99_ms'], 'ms', spread=True)}{cost}{sla}{floor}  "
                      f"({describe(rows.loc[number].to_dict())})")
     if verified["winner"] is None:
         lines.append("  no finalist meets the SLA on its verified p99 (upper bound): raise the SLA or search longer")
         return lines
     ratio = verified.get("vs_default")
-    if rounds < 2:
-        if ratio is not None:
-            lines.append(f"  tuned / default (one round): {ratio['median']:.2f}x, untested for significance")
-        return lines
-    lines.append(f"  P(winner is best) over resampled rounds: {verified['p_best']:.2f}")
-    if ratio is not None:
+    if verified["p_best"] is not None:
+        lines.append(f"  P(winner is best) over resampled rounds: {verified['p_best']:.2f}")
+    if ratio is not None and ratio["low"] is None:
+        lines.append(f"  tuned / default (one round): {ratio['median']:.2f}x, untested for significance")
+    elif ratio is not None:
         verdict = ("" if ratio["significant"] else
                    "  no significant gain on this machine (the interval holds 1.00x)")
         lines.append(f"  tuned / default (paired rounds): {ratio['median']:.2f}x [{ratio['low']:.2f}, "

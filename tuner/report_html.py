@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from tuner import results
 from tuner.cost import cost_per_million
+from tuner.verification.stats import error_bar, upper
 
 
 def report_html(study: optuna.Study, chosen: int, sla: float | None, verified: dict | None, headline: str,
@@ -56,18 +57,18 @@ def report_html(study: optuna.Study, chosen: int, sla: float | None, verified: d
             med = [f[key]["median"] for f in finalists.values()]
             box.add_trace(go.Scatter(
                 x=names, y=med, mode="markers", showlegend=False, marker={"size": 12, "color": "#1f77b4"},
-                error_y={"type": "data", "symmetric": False,
-                         "array": [f[key]["high"] - f[key]["median"] for f in finalists.values()],
-                         "arrayminus": [f[key]["median"] - f[key]["low"] for f in finalists.values()]}),
-                row=1, col=col)
-        if sla and sla <= 2 * max(f["p99_ms"]["high"] for f in finalists.values()):  # else it squashes the chart
+                error_y=_error_bars([f[key] for f in finalists.values()])), row=1, col=col)
+        tallest = max(upper(f["p99_ms"]) for f in finalists.values())
+        if sla and sla <= 2 * tallest:  # else the SLA line squashes the chart
             box.add_hline(y=sla, line_dash="dash", line_color="#d62728", row=1, col=2)
         box.update_layout(height=420)
         ratio = verified.get("vs_default")
-        text = (f"{verified['rounds']} interleaved rounds ({verified['stopped']}); medians with 95 % bootstrap "
-                f"intervals. P(winner is best): "
-                f"{'-' if verified['p_best'] is None else format(verified['p_best'], '.2f')}")
-        if ratio is not None:
+        text = (f"{verified['rounds']} interleaved rounds ({verified['stopped']}); "
+                + ("medians with 95 % bootstrap intervals" if verified["rounds"] > 1 else "single draws, no interval")
+                + f". P(winner is best): {'-' if verified['p_best'] is None else format(verified['p_best'], '.2f')}")
+        if ratio is not None and ratio["low"] is None:
+            text += f"; tuned / default (one round): {ratio['median']:.2f}x, untested for significance"
+        elif ratio is not None:
             text += (f"; tuned / default (paired rounds): {ratio['median']:.2f}x [{ratio['low']:.2f}, "
                      f"{ratio['high']:.2f}]" + ("" if ratio["significant"] else ": no significant gain on this machine"))
         sections.append(("Verified finalists", f"<p>{html.escape(text)}</p>"
@@ -84,8 +85,7 @@ def report_html(study: optuna.Study, chosen: int, sla: float | None, verified: d
         p99 = finalists[chosen]["p99_ms"]
         lat.add_trace(go.Scatter(x=["p99"], y=[p99["median"]], mode="markers", name="p99 verified (median, 95 %)",
                                  marker={"color": "#ff7f0e", "size": 12},
-                                 error_y={"type": "data", "symmetric": False, "array": [p99["high"] - p99["median"]],
-                                          "arrayminus": [p99["median"] - p99["low"]]}))
+                                 error_y=_error_bars([p99])))
     lat.update_layout(yaxis_title="latency (ms)", height=380)
     rate = row.get("request_rate")
     level = (f"a request rate of {rate:g}/s" if rate and rate == rate else f"concurrency {int(row.concurrency)}")
@@ -141,3 +141,9 @@ def _cost_text(row, figures: dict | None) -> str:
     where = f" on {row['hardware']}" if isinstance(row.get("hardware"), str) else ""
     return (f"<p>Cost: {cost_per_million(throughput, price):.4g} per million inferences at the {which} throughput "
             f"({throughput:.1f} infer/s), the machine{html.escape(where)} priced at {price:g} per hour.</p>")
+
+
+def _error_bars(figures: list[dict]) -> dict:
+    """Plotly's asymmetric error bars of verified figures; none for a figure with no interval."""
+    bars = [error_bar(f) for f in figures]
+    return {"type": "data", "symmetric": False, "array": [b[0] for b in bars], "arrayminus": [b[1] for b in bars]}

@@ -26,7 +26,7 @@ from tuner.measure.perf_analyzer import Measurement
 from tuner.server import ModelPackage
 from tuner.server.local import LocalServer
 from tuner.server.remote import RemoteServer
-from tuner.verification.stats import Interval, interval
+from tuner.verification.stats import Interval, figure_text, interval
 
 
 @dataclass(frozen=True)
@@ -141,16 +141,6 @@ def _measure(claim: dict, url: str, csv: Path, input_data: Path) -> tuple[Measur
         return perf_analyzer.measure(fill(retry, url, csv, input_data), csv, timeout), True
 
 
-def _figure(iv: Interval, unit: str, spec: str = ".1f") -> str:
-    return f"{iv.median:{spec}} {unit} [{iv.low:{spec}}, {iv.high:{spec}}]"
-
-
-def _claimed(figure: dict, unit: str, spec: str = ".1f") -> str:
-    if figure.get("low") is None:
-        return f"{figure['median']:{spec}} {unit}"
-    return f"{figure['median']:{spec}} {unit} [{figure['low']:{spec}}, {figure['high']:{spec}}]"
-
-
 def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: str | None = None,
               grpc_url: str | None = None, note: Callable[[str], None] = lambda message: None) -> Outcome:
     """Measure the export in `directory` again in `rounds` rounds and compare with its claim."""
@@ -220,10 +210,10 @@ def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: st
     gap = throughput.median / claimed_t - 1
     sla = claim["max_p99_ms"]
     kind = (f"verified, {figures.get('rounds')} rounds" if figures.get("verified") else "not verified: single draw")
-    lines = [f"claimed ({kind}): {_claimed(figures['throughput'], 'infer/s')}, "
-             f"p99 {_claimed(figures['p99_ms'], 'ms', '.2f')}",
-             f"verified here ({len(measured)} rounds, medians with 95 % intervals): {_figure(throughput, 'infer/s')}, "
-             f"p99 {_figure(p99, 'ms', '.2f')}"]
+    lines = [f"claimed ({kind}): {figure_text(figures['throughput'], 'infer/s')}, "
+             f"p99 {figure_text(figures['p99_ms'], 'ms', '.2f')}",
+             f"verified here ({len(measured)} rounds, medians with 95 % intervals): {figure_text(throughput, 'infer/s')}, "
+             f"p99 {figure_text(p99, 'ms', '.2f')}"]
     reasons = []
     within = abs(gap) <= tolerance
     lines.append(f"throughput: {gap * 100:+.1f} % from the claimed median (tolerance +-{tolerance * 100:.0f} %): "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from tuner.verification.stats import figure_text
+
 from .stats import OBJECTIVES
 
 
@@ -85,8 +87,7 @@ def verified_table(rows: Sequence[dict]) -> str:
         body.append([
             r["objective"], fmt(r["sla_ms"], ".2f", "none"),
             "none meets it" if b is None else
-            f"{b['throughput']['median']:.1f} [{b['throughput']['low']:.1f}, {b['throughput']['high']:.1f}] "
-            f"({pct(b['throughput']['half_width'])}, {b['rounds']} rounds)",
+            f"{figure_text(b['throughput'])} ({pct(b['throughput']['half_width'])}, {b['rounds']} rounds)",
             f"{len(r['seeds'])} ({kind})",
             fmt(t["median"], ".3f", "never"), fmt(t["min"], ".3f", "never"), fmt(t["max"], ".3f", "never"),
             f"{t['reached']} of {t['seeds']}",
@@ -128,9 +129,8 @@ def best_table(grid: dict) -> str:
 
 def truth_table(grid: dict) -> str:
     """Every truth point: median and 95% interval of throughput and p99 over its rounds, and its rounds."""
-    body = [[t.get("config") or t["key"], f"{t['throughput']['median']:.1f} [{t['throughput']['low']:.1f}, "
-             f"{t['throughput']['high']:.1f}] ({pct(t['throughput']['half_width'])})",
-             f"{t['p99_ms']['median']:.2f} [{t['p99_ms']['low']:.2f}, {t['p99_ms']['high']:.2f}]",
+    body = [[t.get("config") or t["key"], f"{figure_text(t['throughput'])} ({pct(t['throughput']['half_width'])})",
+             figure_text(t["p99_ms"], spec=".2f"),
              " / ".join(f"{x:.0f}" for x in t["throughputs"]), "yes" if t.get("outside_grid") else ""]
             for t in grid.get("truth") or []]
     return md_table(["point", "infer/s median [95% interval] (noise)", "p99 ms median [95% interval]",

@@ -13,7 +13,7 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 
-from tuner.verification.stats import interval
+from tuner.verification.stats import interval, upper
 
 from .stats import (FRACTION, OBJECTIVES, Record, best_of, busy_time, derive_slas, feasible, final_ratio, incumbent_trace,
                     objective_slas, params_key, random_search_expectation, records_of, rounded, seed_stats,
@@ -197,13 +197,13 @@ def interleaved_truth(rounds: Sequence[dict[tuple, dict | None]], seed: int = 0)
 
 
 def _rounded_interval(d: dict) -> dict:
-    return {k: (round(v, 4) if k == "half_width" and math.isfinite(v) else round(v, 3) if math.isfinite(v) else v)
+    return {k: (v if v is None or not math.isfinite(v) else round(v, 4) if k == "half_width" else round(v, 3))
             for k, v in d.items()}
 
 
 def meets_by_truth(point: dict | None, sla_ms: float | None) -> bool:
     """Within the SLA by the truth: the upper bound of its p99 interval, as tuner's verification judges a finalist."""
-    return point is not None and (sla_ms is None or point["p99_ms"]["high"] <= sla_ms)
+    return point is not None and (sla_ms is None or upper(point["p99_ms"]) <= sla_ms)
 
 
 def verified_best(truth: dict[tuple, dict], sla_ms: float | None) -> tuple | None:
@@ -217,7 +217,7 @@ def truth_as_records(truth: dict[tuple, dict], grid_records: Sequence[Record] = 
     p99's upper bound (so that the trace's SLA test is the verified one); other grid points keep their one draw."""
     out = {r.key: r for r in grid_records if r.throughput is not None}
     for key, v in truth.items():
-        out[key] = Record(0.0, v["throughput"]["median"], v["p99_ms"]["high"], key, (out.get(key) or Record(0, 0, 0)).number)
+        out[key] = Record(0.0, v["throughput"]["median"], upper(v["p99_ms"]), key, (out.get(key) or Record(0, 0, 0)).number)
     return out
 
 
@@ -239,7 +239,7 @@ def verified_winner(verification: dict | None, sla_ms: float | None) -> int | No
         w = verification.get("winner")
         return None if w is None else int(w)
     finalists = {int(n): f for n, f in verification.get("finalists", {}).items()}
-    ok = [n for n, f in finalists.items() if sla_ms is None or f["p99_ms"]["high"] <= sla_ms]
+    ok = [n for n, f in finalists.items() if sla_ms is None or upper(f["p99_ms"]) <= sla_ms]
     return max(ok, key=lambda n: finalists[n]["throughput"]["median"], default=None)
 
 

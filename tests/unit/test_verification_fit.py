@@ -1,10 +1,11 @@
 """Which finalists a verification stage keeps so that its minimum rounds fit its budget, and how a
 stage that still ran one round only is shown (single draws, no interval)."""
 
+import optuna
 import pandas as pd
 
 from tuner.report import verified_lines
-from tuner.verification import finalists
+from tuner.verification import ATTR, finalists, stored
 
 
 def test_finalists_that_fit_the_budget_are_all_kept():
@@ -19,15 +20,26 @@ def test_the_near_sla_trial_then_the_lower_leaders_leave_first_and_the_top_leade
 
 
 def test_one_round_is_shown_as_single_draws_without_an_interval():
-    figure = {"median": 154.0, "low": 154.0, "high": 154.0, "half_width": 0.0}
-    verified = {"rounds": 1, "stopped": "budget", "seconds": 140.0, "max_p99_ms": 500.0, "winner": 2, "default": 0,
-                "p_best": 1.0, "vs_default": {"median": 25.79, "low": 25.79, "high": 25.79, "significant": True},
-                "finalists": {2: {"throughput": figure, "p99_ms": figure, "meets_sla": True},
-                              0: {"throughput": figure, "p99_ms": figure, "meets_sla": False}}}
+    rounds = [{2: {"throughput": 154.0, "p99_ms": 300.0}, 0: {"throughput": 6.0, "p99_ms": 2500.0}}]
+    decision = finalists.decide(rounds, 500.0, default=0)
+    assert decision["finalists"][2]["throughput"]["low"] is None and decision["p_best"] is None
+    assert decision["vs_default"]["low"] is None and decision["vs_default"]["significant"] is None
+    verified = decision | {"stopped": "budget", "seconds": 140.0, "max_p99_ms": 500.0}
     frame = pd.DataFrame({"number": [0, 2], "backend": ["onnxruntime", "onnxruntime"]})
     text = "\n".join(verified_lines(frame, verified))
-    assert "one round only" in text and "+-0.0 %" not in text and "[154.0, 154.0]" not in text
-    assert "P(winner is best)" not in text and "untested for significance" in text
+    assert "one round only" in text and "154.0 infer/s, p99 300.0 ms" in text and "[154.0" not in text
+    assert "P(winner is best)" not in text and "25.67x, untested for significance" in text
+
+
+def test_a_one_round_verification_stored_by_older_code_loses_its_zero_width_intervals():
+    figure = {"median": 154.0, "low": 154.0, "high": 154.0, "half_width": 0.0}
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr(ATTR, {"rounds": 1, "winner": 2, "default": 0, "p_best": 1.0, "rounds_measured": [],
+                               "vs_default": {"median": 25.79, "low": 25.79, "high": 25.79, "significant": True},
+                               "finalists": {"2": {"throughput": figure, "p99_ms": figure, "meets_sla": True}}})
+    found = stored(study)
+    assert found["finalists"][2]["throughput"] == {"median": 154.0, "low": None, "high": None, "half_width": None}
+    assert found["p_best"] is None and found["vs_default"]["low"] is None and found["vs_default"]["significant"] is None
 
 
 def _trials(rows):

@@ -1,5 +1,6 @@
 import pytest
 
+from tuner.verification import stats
 from tuner.verification.stats import interval, p_best, paired_ratio
 
 
@@ -9,7 +10,6 @@ def test_the_interval_holds_the_median_and_narrows_with_agreeing_rounds():
     assert wide.median == 100 and tight.median == 100
     assert wide.low <= 100 <= wide.high and tight.low <= 100 <= tight.high
     assert tight.half_width < 0.02 < wide.half_width
-    assert interval([7.0]).half_width == 0
 
 
 def test_a_clear_winner_is_best_in_almost_every_resample():
@@ -28,3 +28,15 @@ def test_pairing_sees_through_drift_that_moves_every_finalist_alike():
 
 def test_resampling_is_seeded():
     assert interval([1, 5, 2, 8, 3], seed=4) == interval([1, 5, 2, 8, 3], seed=4)
+
+
+def test_one_round_has_no_interval_and_is_written_as_its_draw():
+    one = stats.interval([154.0])
+    assert (one.low, one.high, one.half_width, one.upper) == (None, None, None, 154.0)
+    assert stats.p_best({2: [154.0], 0: [6.0]}, 2) is None
+    assert stats.figure_text(one, "infer/s", spread=True) == "154.0 infer/s"
+    assert stats.error_bar(one.as_dict()) == (0.0, 0.0)
+    two = stats.interval([100.0, 110.0])
+    assert stats.figure_text(two, "ms", ".0f") == f"105 ms [{two.low:.0f}, {two.high:.0f}]"
+    assert stats.figure_text(two.as_dict(), spread=True).endswith(f"(+-{two.half_width * 100:.1f} %)")
+    assert stats.upper(two.as_dict()) == two.high and stats.error_bar(two.as_dict()) == (two.high - 105, 105 - two.low)

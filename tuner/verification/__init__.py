@@ -24,6 +24,7 @@ from tuner.trial.artifact import prepare
 from tuner.trial.deploy import deploy, package
 from tuner.trial.loadtest import perf_runner, warm_up
 from tuner.verification import finalists
+from tuner.verification.stats import figure_text
 from tuner.workspace import Sample, Workspace
 
 ATTR = "verification"  # the study's user attribute that holds the stage's result
@@ -37,6 +38,13 @@ def stored(study: optuna.Study) -> dict | None:
     found = dict(found)
     found["finalists"] = {int(n): v for n, v in found["finalists"].items()}
     found["rounds_measured"] = [{int(n): v for n, v in r.items()} for r in found["rounds_measured"]]
+    if found["rounds"] < 2:  # stored before one round had no interval: its [x, x] and P(best) 1.0 mean nothing
+        none = {"low": None, "high": None, "half_width": None}
+        found["finalists"] = {n: v | {"throughput": v["throughput"] | none, "p99_ms": v["p99_ms"] | none}
+                              for n, v in found["finalists"].items()}
+        found["p_best"] = None
+        if found.get("vs_default"):
+            found["vs_default"] = found["vs_default"] | none | {"significant": None}
     return found
 
 
@@ -118,8 +126,8 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
                                         min_throughput=exp.min_throughput, prices=prices, objective=exp.objective)
             note(_round_line(decision, len(rounds)))
             winner = decision["winner"]
-            if (len(rounds) >= spec.min_rounds and winner is not None
-                    and decision["finalists"][winner]["throughput"]["half_width"] <= spec.target_half_width):
+            half_width = None if winner is None else decision["finalists"][winner]["throughput"]["half_width"]
+            if len(rounds) >= spec.min_rounds and half_width is not None and half_width <= spec.target_half_width:
                 stopped = "converged"
                 break
         # Another round would end past the budget: stop here.
@@ -148,8 +156,6 @@ def _round_line(decision: dict, rounds: int) -> str:
     winner = decision["winner"]
     if winner is None:
         return f"  round {rounds}: no finalist meets the SLA on its verified p99 yet"
-    t = decision["finalists"][winner]["throughput"]
-    if rounds < 2:
-        return f"  round 1: leader trial {winner}, {t['median']:.1f} infer/s"
-    return (f"  round {rounds}: leader trial {winner}, {t['median']:.1f} infer/s "
-            f"[{t['low']:.1f}, {t['high']:.1f}] (+-{t['half_width'] * 100:.1f} %), P(best) {decision['p_best']:.2f}")
+    throughput = figure_text(decision["finalists"][winner]["throughput"], "infer/s", spread=True)
+    p_best = "" if decision["p_best"] is None else f", P(best) {decision['p_best']:.2f}"
+    return f"  round {rounds}: leader trial {winner}, {throughput}{p_best}"

@@ -65,7 +65,7 @@ def decide(rounds: Sequence[Mapping[int, Mapping[str, float]]], max_p99_ms: floa
     for n in numbers:
         t, p = interval(throughput[n], seed), interval(p99[n], seed)
         finalists[n] = {"throughput": t.as_dict(), "p99_ms": p.as_dict(),
-                        "meets_sla": max_p99_ms is None or p.high <= max_p99_ms,
+                        "meets_sla": max_p99_ms is None or p.upper <= max_p99_ms,
                         "meets_floor": min_throughput is None or t.median >= min_throughput,
                         "cost_per_million": cost_per_million(t.median, prices.get(n))}
     eligible = [n for n in numbers if finalists[n]["meets_sla"] and finalists[n]["meets_floor"]]
@@ -80,5 +80,6 @@ def decide(rounds: Sequence[Mapping[int, Mapping[str, float]]], max_p99_ms: floa
         decision["p_best"] = p_best({n: throughput[n] for n in eligible}, winner, seed)
         if default is not None and default != winner:
             ratio = paired_ratio(throughput[winner], throughput[default], seed)
-            decision["vs_default"] = ratio.as_dict() | {"significant": ratio.low > 1 or ratio.high < 1}
+            significant = None if ratio.low is None else ratio.low > 1 or ratio.high < 1  # None: one round, untested
+            decision["vs_default"] = ratio.as_dict() | {"significant": significant}
     return decision
