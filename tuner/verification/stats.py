@@ -2,19 +2,24 @@
 is really best, and the winner against Triton's default as a paired ratio.
 
 Rounds are paired: round r measured every finalist once, in a shuffled order, minutes apart at
-most, so a drift of the machine falls on all of them alike. Resampling whole rounds (a seeded
-bootstrap) keeps that pairing in every interval and probability computed here.
+most, so a drift of the machine falls on all of them alike. The paired ratio's interval is over the
+round-by-round ratios, and P(best) resamples whole rounds (a seeded bootstrap): both keep that
+pairing. Intervals are Student's t on logs (see `interval`): honest from two rounds on.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-CONFIDENCE = 0.95
 RESAMPLES = 2000
+# Student's t, two-sided 95 %, for 1-30 degrees of freedom (beyond: the normal's 1.96).
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+       2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+MEDIAN_SE = math.sqrt(math.pi / 2)  # a median's standard error over the mean's, for normal draws
 
 
 @dataclass(frozen=True)
@@ -70,13 +75,24 @@ def _resampled_rounds(rounds: int, seed: int) -> np.ndarray:
 
 
 def interval(values: Sequence[float], seed: int = 0) -> Interval:
-    """The median of the rounds and its bootstrap percentile interval."""
+    """The median of the rounds and its 95 % interval: Student's t on the logs of the rounds (relative
+    noise; the median's standard error taken as sqrt(pi / 2) times the mean's). Verification stops
+    after 2-5 rounds, where a bootstrap of the rounds holds the true median far less often than it
+    says (simulated with 5 % lognormal noise: 50 % of the time from 2 rounds, 74 % from 3, 85 %
+    from 4); this one holds it 96-98 % of the time at every count, and is as wide as few rounds
+    are. `seed` is unused (the interval draws nothing); p_best still resamples."""
     x = np.asarray(values, dtype=float)
-    if len(x) == 1:
-        return Interval(float(x[0]), None, None)
-    medians = np.median(x[_resampled_rounds(len(x), seed)], axis=1)
-    tail = (1 - CONFIDENCE) / 2
-    return Interval(float(np.median(x)), float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail)))
+    median = float(np.median(x))
+    if len(x) < 2:
+        return Interval(median, None, None)
+    logs = np.log(np.maximum(x, np.finfo(float).tiny))  # a round that served nothing: a huge spread
+    half = t95(len(x) - 1) * MEDIAN_SE * float(np.std(logs, ddof=1)) / math.sqrt(len(x))
+    return Interval(median, median * math.exp(-half), median * math.exp(half))
+
+
+def t95(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with `df` degrees of freedom."""
+    return T95[df - 1] if df <= len(T95) else 1.96
 
 
 def p_best(throughputs: Mapping[int, Sequence[float]], winner: int, seed: int = 0) -> float | None:
