@@ -3,7 +3,8 @@
 Request padding (tuner_adapter.gather, here into pinned buffers) and output trimming are
 tuner_adapter.py's. `TorchRunner` below is the runtime ladder of the pytorch backend (precision,
 attention kernel, torch.compile, length buckets, CUDA graphs, pinned host memory); it runs
-without Triton (tests/unit/test_wenet_accel.py, benchmarks/gpu_ladder.py). Parameters (config.pbtxt `parameters`, from tuner/knobs.py):
+without Triton (tests/unit/test_wenet_accel.py, benchmarks/gpu_ladder.py). Parameters
+(config.pbtxt `parameters`, from tuner/knobs.py):
 - model_file: JSON naming the definition, "module:name", whose `serving_module(name)` returns
   (module, {input: rank}, output names);
 - precision: fp32, tf32 (fp32 weights, TF32 matmuls), fp16, bf16: the module's weights and float
