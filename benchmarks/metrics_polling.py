@@ -12,7 +12,6 @@ the paired ratio (with polling / without) with its spread. Run it on an otherwis
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -36,8 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="metrics-polling-") as tmp:
         work = Path(tmp)
         packages = reproduce.copy_models(args.export, claim, work / "repository")
-        input_data = Path(shutil.copy2(args.export / claim["perf_analyzer"].get("input_data", "perf_inputs.json"),
-                                       work / "inputs.json"))
+        input_data = reproduce.copy_inputs(args.export, claim, work)
         with LocalServer(work / "repository", work / "server.log") as server:
             for package in packages:
                 server.load(package)

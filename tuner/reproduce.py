@@ -91,6 +91,18 @@ def copy_models(directory: Path, claim: dict, repository: Path) -> list[ModelPac
     return packages
 
 
+def input_data_of(directory: Path, claim: dict) -> Path:
+    """The export's perf_analyzer input data (perf_inputs.json unless its claim names another)."""
+    return directory / claim["perf_analyzer"].get("input_data", "perf_inputs.json")
+
+
+def copy_inputs(directory: Path, claim: dict, work: Path) -> Path:
+    """The export's input data copied into `work`, so that nothing reads or writes the export
+    itself; the export's own path when it has none (a model without inputs to send)."""
+    source = input_data_of(directory, claim)
+    return Path(shutil.copy2(source, work / source.name)) if source.is_file() else source
+
+
 def fill(args: list[str], url: str, csv: Path, input_data: Path) -> list[str]:
     """A stored perf_analyzer command with this server, CSV file and input data in place."""
     filled = {URL: url, CSV: str(csv), INPUT: str(input_data)}
@@ -150,7 +162,7 @@ def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: st
         raise TunerError("a running server needs both --url (HTTP host:port) and --grpc-url (gRPC host:port)")
     claim = read_claim(directory)
     model = claim["model"]
-    input_data = directory / claim["perf_analyzer"].get("input_data", "perf_inputs.json")
+    input_data = input_data_of(directory, claim)
     if INPUT in claim["perf_analyzer"]["args"] and not input_data.is_file():
         raise TunerError(f"{directory} is not a complete tuner export: {input_data.name} is missing")
     figures = claim["figures"]
@@ -162,8 +174,7 @@ def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: st
         work = Path(tmp)
         repository = work / "repository"
         packages = copy_models(directory, claim, repository)
-        if input_data.is_file():
-            input_data = Path(shutil.copy2(input_data, work / input_data.name))
+        input_data = copy_inputs(directory, claim, work)
         if url is None:
             server = LocalServer(repository, work / "server.log")
             where = "a fresh local tritonserver"
