@@ -279,7 +279,7 @@ def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
     if figures["verified"]:
         lines += [f"## Verified figures ({figures['rounds']} interleaved rounds, {figures['stopped']})", "",
                   "Each round reloaded the model and measured it with perf_analyzer (the command below); the figure "
-                  "is the median of the rounds, with a 95 % bootstrap interval.", "",
+                  "is the median of the rounds, with a 95 % interval (Student's t on the logs of the rounds).", "",
                   "| figure | median | 95 % interval | half width |", "|---|---|---|---|",
                   f"| throughput (infer/s) | {_iv(figures['throughput'])} |",
                   f"| p99 latency (ms) | {_iv(figures['p99_ms'], '.2f')} |", ""]

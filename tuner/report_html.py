@@ -64,7 +64,7 @@ def report_html(study: optuna.Study, chosen: int, sla: float | None, verified: d
         box.update_layout(height=420)
         ratio = verified.get("vs_default")
         text = (f"{verified['rounds']} interleaved rounds ({verified['stopped']}); "
-                + ("medians with 95 % bootstrap intervals" if verified["rounds"] > 1 else "single draws, no interval")
+                + ("medians with 95 % intervals" if verified["rounds"] > 1 else "single draws, no interval")
                 + f". P(winner is best): {'-' if verified['p_best'] is None else format(verified['p_best'], '.2f')}")
         if ratio is not None and ratio["low"] is None:
             text += f"; tuned / default (one round): {ratio['median']:.2f}x, untested for significance"

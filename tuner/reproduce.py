@@ -3,7 +3,7 @@
 A fresh tritonserver (or a running one, given its URLs) loads a copy of DIR's model folder, so DIR
 is never touched; then `rounds` rounds each unload and reload the model and run perf_analyzer with
 the claim's own arguments (and its retry when the windows never agree). The verified figure is the
-median of the rounds with its bootstrap interval, as the verification stage computes it.
+median of the rounds with its 95 % interval, as the verification stage computes it (stats.interval).
 """
 
 from __future__ import annotations
