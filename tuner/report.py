@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tuner import results
 from tuner.candidate import Candidate, describe, describe_steps
-from tuner.verification.stats import figure_text
+from tuner.verification.stats import figure_text, ratio_text
 
 # Logs and CI pipes get a wide console instead of rich's 80-column default for non-terminals.
 console = Console() if sys.stdout.isatty() else Console(width=180)
@@ -167,13 +167,8 @@ def verified_lines(frame: pd.DataFrame, verified: dict) -> list[str]:
     ratio = verified.get("vs_default")
     if verified["p_best"] is not None:
         lines.append(f"  P(winner is best) over resampled rounds: {verified['p_best']:.2f}")
-    if ratio is not None and ratio["low"] is None:
-        lines.append(f"  tuned / default (one round): {ratio['median']:.2f}x, untested for significance")
-    elif ratio is not None:
-        verdict = ("" if ratio["significant"] else
-                   "  no significant gain on this machine (the interval holds 1.00x)")
-        lines.append(f"  tuned / default (paired rounds): {ratio['median']:.2f}x [{ratio['low']:.2f}, "
-                     f"{ratio['high']:.2f}]{verdict}")
+    if ratio is not None:
+        lines.append(f"  {ratio_text(ratio)}")
     elif verified["winner"] == verified["default"]:
         lines.append("  Triton's default is the verified winner: no configuration beat it on this machine")
     return lines

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from tuner import results
 from tuner.cost import cost_per_million
-from tuner.verification.stats import error_bar, upper
+from tuner.verification.stats import error_bar, ratio_text, upper
 
 
 def report_html(study: optuna.Study, chosen: int, sla: float | None, verified: dict | None, headline: str,
@@ -66,11 +66,8 @@ def report_html(study: optuna.Study, chosen: int, sla: float | None, verified: d
         text = (f"{verified['rounds']} interleaved rounds ({verified['stopped']}); "
                 + ("medians with 95 % intervals" if verified["rounds"] > 1 else "single draws, no interval")
                 + f". P(winner is best): {'-' if verified['p_best'] is None else format(verified['p_best'], '.2f')}")
-        if ratio is not None and ratio["low"] is None:
-            text += f"; tuned / default (one round): {ratio['median']:.2f}x, untested for significance"
-        elif ratio is not None:
-            text += (f"; tuned / default (paired rounds): {ratio['median']:.2f}x [{ratio['low']:.2f}, "
-                     f"{ratio['high']:.2f}]" + ("" if ratio["significant"] else ": no significant gain on this machine"))
+        if ratio is not None:
+            text += f"; {ratio_text(ratio)}"
         sections.append(("Verified finalists", f"<p>{html.escape(text)}</p>"
                          + box.to_html(full_html=False, include_plotlyjs=False)))
     else:

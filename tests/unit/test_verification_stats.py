@@ -57,3 +57,12 @@ def test_one_round_has_no_interval_and_is_written_as_its_draw():
     assert stats.figure_text(two, "ms", ".0f") == f"105 ms [{two.low:.0f}, {two.high:.0f}]"
     assert stats.figure_text(two.as_dict(), spread=True).endswith(f"(+-{two.half_width * 100:.1f} %)")
     assert stats.upper(two.as_dict()) == two.high and stats.error_bar(two.as_dict()) == (two.high - 105, 105 - two.low)
+
+
+def test_the_ratio_against_the_default_says_whether_its_interval_holds_one():
+    gain = {"median": 1.4, "low": 1.2, "high": 1.6, "significant": True}
+    even = {"median": 1.05, "low": 0.95, "high": 1.15, "significant": False}
+    one = {"median": 1.4, "low": None, "high": None, "significant": None}
+    assert stats.ratio_text(gain) == "tuned / default (paired rounds): 1.40x [1.20, 1.60]"
+    assert stats.ratio_text(even).endswith("[0.95, 1.15]: no significant gain on this machine (the interval holds 1.00x)")
+    assert stats.ratio_text(one) == "tuned / default (one round): 1.40x, untested for significance"

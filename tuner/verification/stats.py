@@ -58,6 +58,15 @@ def figure_text(figure: Mapping | Interval, unit: str = "", spec: str = ".1f", s
     return text + (f" (+-{figure['half_width'] * 100:.1f} %)" if spread else "")
 
 
+def ratio_text(ratio: Mapping) -> str:
+    """The winner against Triton's default, as `decide` gives it: the paired ratio with its
+    interval and whether it holds 1.00x, or, from one round, the ratio alone and untested."""
+    if ratio["low"] is None:
+        return f"tuned / default (one round): {ratio['median']:.2f}x, untested for significance"
+    verdict = "" if ratio["significant"] else ": no significant gain on this machine (the interval holds 1.00x)"
+    return f"tuned / default (paired rounds): {ratio['median']:.2f}x [{ratio['low']:.2f}, {ratio['high']:.2f}]{verdict}"
+
+
 def upper(figure: Mapping) -> float:
     """A figure's high end, or its one draw when it has no interval: what an SLA is checked against."""
     return figure["median"] if figure.get("high") is None else figure["high"]
