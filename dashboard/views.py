@@ -222,13 +222,14 @@ def verified_figure(found: dict) -> go.Figure:
     colours = {"winner": "#2ca02c", "default": "#7f7f7f"}
     for col, key, digits in ((1, "throughput", 1), (2, "p99_ms", 2)):
         figures = [found["finalists"][n][key] for n in numbers]
+        bars = [error_bar(f) for f in figures]
         fig.add_trace(go.Scatter(
             x=list(range(len(numbers))), y=[f["median"] for f in figures], mode="markers", name="verified median",
             legendgroup="median", showlegend=col == 1,
             marker={"symbol": "diamond", "size": 13,
                     "color": [colours.get(role(found, n).split(" & ")[0], "#1f77b4") for n in numbers]},
-            error_y={"type": "data", "symmetric": False, "array": [error_bar(f)[0] for f in figures],
-                     "arrayminus": [error_bar(f)[1] for f in figures], "thickness": 2, "width": 8},
+            error_y={"type": "data", "symmetric": False, "array": [above for above, _ in bars],
+                     "arrayminus": [below for _, below in bars], "thickness": 2, "width": 8},
             customdata=numbers, hovertext=[f"<b>{t}</b><br>median {_span(f, digits)}" for t, f in zip(ticks, figures)],
             hovertemplate="%{hovertext}<extra></extra>"), row=1, col=col)
         xs, ys, text, order = [], [], [], []
