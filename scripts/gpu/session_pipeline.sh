@@ -5,17 +5,32 @@
 # with LADDER=1 (one GPU), the encoder alone searched over the pytorch ladder on GPU 1 at the same
 # time (experiments/wenet-gpu-ladder-search.yaml; it shares the host's cores with the ensemble).
 # Everything is packed into $OUT/results.tgz (the device tool brings back at most 8 files).
+# EXPERIMENT names another experiment; PREWARM="tf32 fp16" first fills Inductor's on-disk cache for
+# the compiled encoder at those precisions (scripts/gpu/prewarm_inductor.py, beside the prepare
+# step), so that each instance's compile at load is a cache hit.
 #   usage: OUT=<dir> bash scripts/gpu/session_pipeline.sh          # one GPU
 #          OUT=<dir> TWO_GPU=1 bash scripts/gpu/session_pipeline.sh
+#          OUT=<dir> EXPERIMENT=experiments/wenet-gpu-compiled.yaml PREWARM="tf32 fp16" SEARCH_S=440 \
+#            bash scripts/gpu/session_pipeline.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 FINAL=${OUT:?}; W=/tmp/session-pipeline; mkdir -p "$W"
 source scripts/gpu/env.sh
 describe_machine > "$W/machine.txt"
+EXPERIMENT=${EXPERIMENT:-experiments/wenet-gpu.yaml}
+export TORCHINDUCTOR_CACHE_DIR=/tmp/tuner-inductor-cache  # the prewarm's and the server's stubs' alike
+prewarms=()
+for precision in ${PREWARM:-}; do
+  CUDA_VISIBLE_DEVICES=0 $PY scripts/gpu/prewarm_inductor.py --precision "$precision" --max-batch 32 \
+    > "$W/prewarm-$precision.log" 2>&1 &
+  prewarms+=($!)
+done
 # The zoo's export and the pipeline's repository once, before two processes would both start them.
 $PY -c 'from pathlib import Path; from tuner.pipeline import source; source.resolve("wenet-gpu", Path("results/cache"))' \
   > "$W/prepare.log" 2>&1
 echo "prepare: $SECONDS s" >> "$W/walls.txt"
+for pid in "${prewarms[@]}"; do wait "$pid"; done
+echo "prepare and prewarm: $SECONDS s" >> "$W/walls.txt"
 search() {  # name, experiment, devices, timeout
   local name=$1 exp=$2 devices=$3 limit=$4 start
   start=$(date +%s)
@@ -28,14 +43,14 @@ search() {  # name, experiment, devices, timeout
   > "$W/gpu-usage.txt" 2>&1 &
 monitor=$!
 if [ "${TWO_GPU:-0}" = 1 ]; then
-  search pipeline-2gpu experiments/wenet-gpu.yaml 0,1 540
+  search pipeline-2gpu "$EXPERIMENT" 0,1 540
 elif [ "${LADDER:-0}" = 1 ]; then
   search ladder-1gpu experiments/wenet-gpu-ladder-search.yaml 1 470 &
   ladder=$!
-  search pipeline-1gpu experiments/wenet-gpu.yaml 0 475
+  search pipeline-1gpu "$EXPERIMENT" 0 475
   wait $ladder
 else
-  search pipeline-1gpu experiments/wenet-gpu.yaml 0 475
+  search pipeline-1gpu "$EXPERIMENT" 0 "${SEARCH_S:-475}"
 fi
 kill $monitor 2>/dev/null
 for d in results/*/; do [ -f "$d/server.log" ] && cp "$d/server.log" "$W/$(basename "$d")-server.log"; done

@@ -14,7 +14,7 @@ without Triton (tests/unit/test_wenet_accel.py, benchmarks/gpu_ladder.py). Param
 - length_buckets: off, or input lengths "256,512,1024,1600": a batch's time axis (axis 1 of the
   inputs of rank >= 2) is padded to the next one, and the outputs' time axis trimmed back with the
   module's `output_frames(frames)`, so the results are those of the unbucketed batch;
-- cuda_graphs: True/False: one CUDA graph per (batch size, bucket), captured on first use;
+- cuda_graphs: True/False: one CUDA graph per (batch size, bucket), captured at load (`warm`);
   ignored without length_buckets (see Settings.from_parameters). A graphed batch is padded to the
   next power of two (its first item repeated) and its outputs cut back: each graph keeps its
   static outputs, and one graph per batch size 1-64 at four buckets held ~33 GB per wenet encoder
@@ -28,6 +28,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tuner_adapter.py ships beside this file
@@ -163,6 +164,23 @@ class TorchRunner:
             host = {n: v[:, :keep] if v.ndim >= 2 and v.shape[1] == padded else v for n, v in host.items()}
         return host
 
+    def warm(self, max_batch):
+        """Compile and capture every shape this runner can meet, before the first request: each
+        length bucket at each batch size a graphed call runs at (powers of two up to
+        `max_batch`'s), with the module's own `example_inputs(batch, frames)`. Otherwise the
+        first requests of each shape wait for torch.compile (about a minute cold) and the graph
+        captures, inside someone's measurement. Returns how many shapes ran (0: nothing to warm,
+        because neither compile nor graphs is on, the shapes are unbounded without buckets, or
+        the module cannot make example inputs)."""
+        if not (self.settings.length_buckets and (self.settings.cuda_graphs or self.settings.compile != "off")
+                and hasattr(self.module, "example_inputs")):
+            return 0
+        sizes = [1 << i for i in range(graph_batch(max(1, max_batch)).bit_length())]
+        shapes = [(rows, frames) for frames in self.settings.length_buckets for rows in sizes]
+        for rows, frames in shapes:
+            self(self.module.example_inputs(rows, frames), outputs=())
+        return len(shapes)
+
     def _to_device(self, name, arrays, rows, frames):
         """One input's arrays as a `rows`-item batch on the device, time axis padded to `frames`."""
         host = self._host_buffer(name, padded_shape(arrays, rows, frames), arrays[0].dtype)
@@ -256,6 +274,13 @@ class TritonPythonModel(BatchingModel):
         else:
             device = torch.device("cpu")
         self.runner = TorchRunner(module, self.input_ranks, self.outputs, device, Settings.from_parameters(params))
+        # Triton reports the model ready after initialize: the compile and the captures belong to
+        # its load time, not to the first requests' latency.
+        started = time.monotonic()
+        shapes = self.runner.warm(json.loads(args["model_config"]).get("max_batch_size", 0))
+        if shapes:
+            print(f"{args['model_name']} instance {args['model_instance_name']}: warmed {shapes} shapes "
+                  f"in {time.monotonic() - started:.1f} s", flush=True)
 
     def infer(self, feed):
         return self.runner(feed, self.needed_outputs)

@@ -74,6 +74,20 @@ def test_a_batch_padded_to_a_graph_size_gives_the_unpadded_results():
     assert_same(run(pm.Settings(length_buckets=(400,)), batch), result)
 
 
+def test_warm_runs_every_bucket_at_every_graphed_batch_size_before_any_request():
+    module, ranks, outputs = model.serving_module(TINY)
+    runner = pm.TorchRunner(module, ranks, outputs, "cpu", pm.Settings(length_buckets=(64, 128), compile="default"))
+    seen, forward = [], runner.module  # the eager module stands in for the compiled one (Inductor: minutes here)
+    runner.forward = lambda *tensors: seen.append(tuple(tensors[0].shape[:2])) or forward(*tensors)
+    runner.pad_batches = True
+    assert runner.warm(max_batch=5) == 8  # batch sizes 1, 2, 4, 8 (5 runs as 8) at two buckets
+    assert sorted(seen) == sorted((rows, frames) for frames in (64, 128) for rows in (1, 2, 4, 8))
+    plain = pm.TorchRunner(*model.serving_module(TINY), "cpu", pm.Settings(length_buckets=(64, 128)))
+    assert plain.warm(max_batch=5) == 0  # eager, no graphs: nothing to compile or capture
+    unbucketed = pm.TorchRunner(*model.serving_module(TINY), "cpu", pm.Settings(compile="default"))
+    assert unbucketed.warm(max_batch=5) == 0  # no buckets: the shapes are unbounded
+
+
 def test_per_request_arrays_give_the_stacked_batch_results():
     # What the Triton model hands the runner (gathers_itself): each request's own arrays, ragged,
     # padded into the runner's host buffer; a second, larger batch then a smaller one reuse it.

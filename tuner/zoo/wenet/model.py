@@ -297,6 +297,7 @@ class WenetEncoder(nn.Module):
     def __init__(self, cfg: WenetConfig) -> None:
         super().__init__()
         self.beam = cfg.beam
+        self.feature_dim = cfg.feature_dim
         self.global_cmvn = GlobalCMVN(*fbank_stats(cfg.feature_dim))
         self.embed = Conv2dSubsampling4(cfg.feature_dim, cfg.d_model)
         self.pos_enc = RelPositionalEncoding(cfg.d_model)
@@ -316,6 +317,12 @@ class WenetEncoder(nn.Module):
         """Output time steps of ``frames`` input frames: what a runtime that pads the time axis
         further (length buckets) trims the time axis of the outputs back to."""
         return subsampled_frames(frames)
+
+    def example_inputs(self, batch: int, frames: int) -> dict[str, np.ndarray]:
+        """Inputs of ``batch`` utterances of ``frames`` feature frames: a shape for a runtime to
+        compile and capture CUDA graphs for at load (zeros, not speech)."""
+        return {"speech": np.zeros((batch, frames, self.feature_dim), np.float32),
+                "speech_lengths": np.full(batch, frames, np.int32)}
 
     @staticmethod
     def subsampled_mask(speech_lengths: torch.Tensor, frames: int) -> torch.Tensor:
