@@ -12,6 +12,11 @@ study=claims-$(basename "$model" .onnx)
 args=(--model "$model" --study "$study" --storage "sqlite:///$out/tuner.db" --fresh "$@")
 [ -n "$sla" ] && args+=(--max-p99-ms "$sla")
 echo "commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (+ uncommitted changes)')" | tee "$out/summary.txt"
+# The machine's own state every 5 s (vmstat's us/sy/id/st: st is CPU time taken by other tenants of a
+# shared host), to read each run's drift against.
+vmstat -n -t 5 > "$out/vmstat.txt" 2>&1 &
+sampler=$!
+trap 'kill $sampler 2>/dev/null' EXIT
 start=$(date +%s)
 $tuner search "${args[@]}" > "$out/search.log" 2>&1; echo "search exit $? in $(( $(date +%s) - start )) s" | tee -a "$out/summary.txt"
 grep -A12 "^verified:" "$out/search.log" | tee -a "$out/summary.txt"
