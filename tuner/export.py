@@ -24,7 +24,6 @@ from tuner.cost import cost_per_million
 from tuner.errors import TunerError
 from tuner.experiment import Experiment
 from tuner.render import render
-from tuner.report_html import report_html
 from tuner.trial.artifact import prepare
 from tuner.workspace import Workspace, load_samples, write_warmup_files
 
@@ -337,6 +336,18 @@ MARKER = ".tuner-export"  # in every folder tuner export writes: what it wrote, 
 TOP_FILES = ("REPORT.md", "perf_inputs.json", "trial.json", CLAIM, "REPORT.html")
 
 
+def _html(study: optuna.Study, choice: Choice, headline: str, notes: list[str]) -> str:
+    """REPORT.html's text. plotly is imported here, not with this module: `tuner verify` (which
+    reads this module's names) then runs where only the server's tools are, as on a GPU machine."""
+    try:
+        from tuner.report_html import report_html
+    except ImportError as exc:
+        package = (exc.name or "plotly").split(".")[0]
+        raise TunerError(f"REPORT.html needs {package}, which is not installed here: "
+                         f"run `bash scripts/setup.sh` (or pip install {package})") from None
+    return report_html(study, choice.number, choice.sla, choice.verified, headline, notes)
+
+
 def _written_by_tuner(folder: Path) -> list[str] | None:
     """The files tuner export wrote into `folder` (from its marker); None when tuner did not write it."""
     try:
@@ -441,6 +452,9 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
                         f"(docker mode with a stock Triton image)." if form == "native" else
                         "The adapter form is measured on a server with the python backend (the bundled one)."))
     about = {"study": study.study_name, "trial": choice.number, "form": form}
+    headline = (f"{source.name}: trial {choice.number} ({describe(trial.to_dict())}), form {form}"
+                + ("" if form == measured else " (not measured on this server)"))
+    html = _html(study, choice, headline, notes)  # before any file: it may say that plotly is missing
 
     model_dir = out_dir / source.name
     if model_dir.exists():  # checked above: an earlier export's, holding only its own files
@@ -460,10 +474,7 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
         top.append(INPUT_DATA)
     (out_dir / CLAIM).write_text(json.dumps(claim, indent=2) + "\n")
     (out_dir / "REPORT.md").write_text(_report(choice, claim, notes, attrs))
-    headline = (f"{source.name}: trial {choice.number} ({describe(trial.to_dict())}), form {form}"
-                + ("" if form == measured else " (not measured on this server)"))
-    (out_dir / "REPORT.html").write_text(report_html(study, choice.number, choice.sla, choice.verified, headline,
-                                                     notes))
+    (out_dir / "REPORT.html").write_text(html)
     (out_dir / "trial.json").write_text(json.dumps(attrs, indent=2, default=str))
     _write_marker(out_dir, sorted(set(top) | set(_written_by_tuner(out_dir) or [])), **about)
     return Exported(out_dir, model_dir, trial, form, measured, claim, tuple(notes))
@@ -494,6 +505,8 @@ def _export_pipeline(study: optuna.Study, out_dir: Path, choice: Choice, exp: Ex
         "models": [p.name for p in models], "form": "pipeline", "measured_form": "pipeline"}
     notes = [] if claim["figures"]["verified"] else [claim["figures"]["note"]]
     about = {"study": study.study_name, "trial": choice.number, "form": "pipeline"}
+    headline = f"{top}: trial {choice.number} ({describe(choice.trial.to_dict())})"
+    html = _html(study, choice, headline, notes)  # before any file: it may say that plotly is missing
     for package in models:
         model_dir = out_dir / package.name
         if model_dir.exists():  # checked above: an earlier export's, holding only its own files
@@ -507,9 +520,7 @@ def _export_pipeline(study: optuna.Study, out_dir: Path, choice: Choice, exp: Ex
     shutil.copy2(source.input_data, out_dir / INPUT_DATA)
     (out_dir / CLAIM).write_text(json.dumps(claim, indent=2) + "\n")
     (out_dir / "REPORT.md").write_text(_report(choice, claim, notes, attrs))
-    headline = f"{top}: trial {choice.number} ({describe(choice.trial.to_dict())})"
-    (out_dir / "REPORT.html").write_text(report_html(study, choice.number, choice.sla, choice.verified, headline,
-                                                     notes))
+    (out_dir / "REPORT.html").write_text(html)
     (out_dir / "trial.json").write_text(json.dumps(attrs, indent=2, default=str))
     top_files = ["REPORT.md", "trial.json", CLAIM, "REPORT.html", INPUT_DATA]
     _write_marker(out_dir, sorted(set(top_files) | set(_written_by_tuner(out_dir) or [])), **about)

@@ -1,5 +1,7 @@
-"""`tuner verify` warms each reloaded model up as the claim's verification did (verify.warmup_s)."""
+"""`tuner verify` warms each reloaded model up as the claim's verification did (verify.warmup_s), and runs without plotly."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 from tuner import reproduce
@@ -39,3 +41,15 @@ def test_no_warm_up_without_one_in_the_claim_and_a_failed_one_is_left_to_the_mea
 
     monkeypatch.setattr(reproduce.perf_analyzer, "measure", fail)
     reproduce.warm_up(claim(3.0), "u", Path("w.csv"), Path("in.json"))  # no exception
+
+
+def test_verify_imports_where_plotly_is_missing():
+    # A GPU machine carries only the server's tools: `tuner verify` must not need plotly, which
+    # only REPORT.html (tuner export) draws with.
+    code = ("import sys; sys.modules['plotly'] = None\n"
+            "import tuner.reproduce, tuner.export\n"
+            "try:\n    tuner.export._html(None, None, '', [])\n"
+            "except tuner.errors.TunerError as exc:\n    print(exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("REPORT.html needs plotly, which is not installed here")
