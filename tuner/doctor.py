@@ -104,8 +104,6 @@ UNTESTED = {
     "onnxruntime-tensorrt": "ONNX Runtime's TensorRT execution provider (needs onnxruntime-gpu and TensorRT)",
     "onnxruntime-openvino": "ONNX Runtime's OpenVINO execution provider (needs onnxruntime-openvino)",
     "openvino bf16/fp16": "OpenVINO's bf16/fp16 hints (the CPUs at hand lack the instructions: they ran f32)",
-    "pytorch ladder": "the pytorch backend's tf32, sdpa, compile, length buckets and CUDA graphs on a GPU "
-                      "(fp32/fp16/bf16 ran on an H200; benchmarks/gpu_ladder.py measures the rest)",
 }
 UNTESTED_NOTE = "untested on real hardware"
 
