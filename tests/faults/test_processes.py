@@ -26,7 +26,7 @@ from tuner import backends, tools
 from tuner.candidate import Candidate
 from tuner.render import render
 from tuner.server import ModelPackage
-from tuner.server.local import LocalServer, free_port
+from tuner.server.local import LocalServer, free_port, free_ports
 from tuner.signature import read_signature
 
 pytestmark = pytest.mark.integration
@@ -275,10 +275,11 @@ def test_a_server_start_ends_leftovers_of_its_repository_and_nothing_else(sweep,
     def bare(repository: Path) -> subprocess.Popen:
         """A tritonserver no tuner watches any more (its search was killed)."""
         repository.mkdir(exist_ok=True)
+        ports = free_ports(2)
         return subprocess.Popen(
             [str(binary), f"--model-repository={repository}", "--model-control-mode=explicit",
              f"--backend-directory={tools.backend_directory(binary)}", "--http-address=127.0.0.1",
-             f"--http-port={free_port()}", "--grpc-address=127.0.0.1", f"--grpc-port={free_port()}",
+             f"--http-port={ports[0]}", "--grpc-address=127.0.0.1", f"--grpc-port={ports[1]}",
              "--allow-metrics=false"],
             env=tools.server_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tuner import results, tools
-from tuner.server.local import free_port
+from tuner.server.local import free_ports
 
 pytestmark = pytest.mark.integration
 STALE_AFTER_S = 32  # the storage's heartbeat grace period (30 s) and a little more
@@ -107,7 +107,7 @@ def test_a_server_that_refuses_every_load_fails_each_trial_with_its_reason(mlp_o
     """A running server (remote mode) without the python backend: every load is refused."""
     empty = tmp_path / "no-backends"
     empty.mkdir()
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_ports(3)
     server = subprocess.Popen(
         [str(tools.require_tritonserver()), f"--model-repository={tmp_path / 'their-models'}",
          "--model-control-mode=explicit", f"--backend-directory={empty}", "--http-address=127.0.0.1",

@@ -18,7 +18,7 @@ from tuner import backends, tools
 from tuner.cli import app
 from tuner.render import render
 from tuner.server import ModelPackage
-from tuner.server.local import LocalServer, free_port
+from tuner.server.local import LocalServer, free_ports
 from tuner.signature import read_signature
 from tuner.candidate import Candidate
 
@@ -87,7 +87,7 @@ def server_without_explicit_mode(tmp_path):
     """tritonserver in --model-control-mode=none, started by hand."""
     binary = tools.require_tritonserver()
     (tmp_path / "repository").mkdir()
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_ports(3)
     cmd = [str(binary), f"--model-repository={tmp_path / 'repository'}", "--model-control-mode=none",
            f"--backend-directory={tools.backend_directory(binary)}",
            "--http-address=127.0.0.1", f"--http-port={http}", "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",

@@ -23,7 +23,7 @@ import docker.errors
 import docker.types
 
 from tuner.errors import TunerError
-from tuner.server.local import LocalServer, free_port, log_tail
+from tuner.server.local import LocalServer, free_ports, log_tail
 
 STUDY_LABEL = "tuner.study"
 OWNER_PID_LABEL = "tuner.pid"
@@ -124,7 +124,7 @@ class DockerServer(LocalServer):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.client, self.study, self.log_path)
         self._require_image()
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         command = [
             "tritonserver",
             f"--model-repository={REPOSITORY_MOUNT}",

@@ -33,9 +33,21 @@ from tuner.server.repository import stage
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports. The sockets stay bound until all are chosen: one
+    closed before the next is asked for can be handed out again (a server was once given one port
+    for HTTP and metrics, and refused to start)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -76,7 +88,7 @@ class LocalServer:
         self.repository.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._end_leftovers()  # a dead server of ours, or what a killed earlier search left
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         cmd = [
             str(binary),
             # Absolute: the leftovers of this repository are found by this path.
