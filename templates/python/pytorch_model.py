@@ -277,7 +277,7 @@ class TritonPythonModel(BatchingModel):
         # Triton reports the model ready after initialize: the compile and the captures belong to
         # its load time, not to the first requests' latency.
         started = time.monotonic()
-        shapes = self.runner.warm(json.loads(args["model_config"]).get("max_batch_size", 0))
+        shapes = self.runner.warm(self.max_batch_size)
         if shapes:
             print(f"{args['model_name']} instance {args['model_instance_name']}: warmed {shapes} shapes "
                   f"in {time.monotonic() - started:.1f} s", flush=True)

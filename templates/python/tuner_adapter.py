@@ -135,7 +135,8 @@ class BatchingModel:
 
     def configure(self, args):
         config, params = parameters(args)
-        self.batched = config.get("max_batch_size", 0) > 0
+        self.max_batch_size = config.get("max_batch_size", 0)
+        self.batched = self.max_batch_size > 0
         self.ragged_outputs = json.loads(params.get("ragged_outputs", "{}"))
         return params
 
