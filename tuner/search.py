@@ -16,8 +16,8 @@ from tuner.candidate import Candidate
 from tuner.errors import TrialError
 from tuner.experiment import Experiment
 from tuner.server.launch import make_server
-from tuner.study import (check_identity, delete_own_study, enqueue_first_trials, finished_count, open_study,
-                         record_identity, requeue_interrupted, taken_before)
+from tuner.study import (check_identity, delete_own_study, enqueue_first_trials, expected_trial_s, finished_count,
+                         open_study, record_identity, requeue_interrupted, taken_before)
 from tuner.pipeline import runner as pipeline_runner, source as pipeline_source, space as pipeline_space
 from tuner.pipeline.source import PipelineSource
 from tuner.trial import TrialObjective, TrialRunner
@@ -141,6 +141,9 @@ def _sample(study: optuna.Study, runner: TrialObjective, exp: Experiment, report
         _requeue_interrupted(study, reporter)
         if finished_count(study) >= exp.trials or (deadline is not None and time.time() >= deadline):
             return
+        if (late := _would_overrun(study, deadline)) is not None:
+            reporter.note(late)
+            return
         if taken_before(study, sys.maxsize) >= exp.trials:
             if not waiting:
                 reporter.note("the rest of the study's budget is being measured by other workers: waiting for them")
@@ -150,6 +153,20 @@ def _sample(study: optuna.Study, runner: TrialObjective, exp: Experiment, report
         waiting = False
         study.optimize(runner, n_trials=1, catch=(TrialError,),
                        callbacks=[lambda _s, t: reporter.trial_finished(t)])
+
+
+def _would_overrun(study: optuna.Study, deadline: float | None) -> str | None:
+    """Why no further trial starts though the deadline has not passed: its expected wall time
+    would run past it, into the time kept for verification (a GPU trial of two minutes started
+    just before the deadline left the verification half its share). None: it may start."""
+    expected = expected_trial_s(study)
+    if deadline is None or expected is None:
+        return None
+    left = deadline - time.time()
+    if expected <= left:
+        return None
+    return (f"no further trial: trials have taken {expected:.0f} s (median) and {max(left, 0):.0f} s "
+            "of the sampling time are left; the rest is kept for verification")
 
 
 def _verifies(study: optuna.Study, worker: workers.Worker, reporter: Reporter) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import statistics
 import warnings
 
 import optuna
@@ -121,6 +122,14 @@ def counted(trial: optuna.trial.FrozenTrial) -> bool:
 def finished_count(study: optuna.Study) -> int:
     """Trials that count against the budget."""
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
+
+
+def expected_trial_s(study: optuna.Study) -> float | None:
+    """What the next trial is expected to take, start to finish: the median wall time of the
+    study's counted trials. None before any has finished."""
+    walls = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
+             if counted(t) and t.datetime_start is not None and t.datetime_complete is not None]
+    return statistics.median(walls) if walls else None
 
 
 def taken_before(study: optuna.Study, number: int, trials: list[optuna.trial.FrozenTrial] | None = None) -> int:
