@@ -38,9 +38,9 @@ def main() -> None:
     module, ranks, outputs = model.serving_module(args.variant)
     started = time.monotonic()
     runner = pm.TorchRunner(module, ranks, outputs, args.device, settings)
-    shapes = runner.warm(args.max_batch)
-    print(f"{args.variant} {args.precision} {args.attention} compile={args.compile}: warmed {shapes} shapes "
-          f"in {time.monotonic() - started:.1f} s", flush=True)
+    timings = runner.warm(args.max_batch)
+    print(f"{args.variant} {args.precision} {args.attention} compile={args.compile}: {pm.warm_summary(timings)}; "
+          f"{time.monotonic() - started:.1f} s in all", flush=True)
 
 
 if __name__ == "__main__":

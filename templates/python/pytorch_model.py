@@ -18,7 +18,9 @@ without Triton (tests/unit/test_wenet_accel.py, benchmarks/gpu_ladder.py). Param
   ignored without length_buckets (see Settings.from_parameters). A graphed batch is padded to the
   next power of two (its first item repeated) and its outputs cut back: each graph keeps its
   static outputs, and one graph per batch size 1-64 at four buckets held ~33 GB per wenet encoder
-  instance (four instances ran an H200 out of memory at 3daa05e);
+  instance (four instances ran an H200 out of memory at 3daa05e). A compiled module never runs
+  a batch of one (it is padded to two): Dynamo specialises a dimension of size 1, so batch 1
+  cost a second trace of the whole encoder at each instance's load;
 - ragged_outputs.
 Outputs no request of a batch wants (tuner_adapter.BatchingModel.needed_outputs: an ensemble asks
 only for those it maps) stay on the device: no cast, no device->host copy.
@@ -151,7 +153,8 @@ class TorchRunner:
         if self.settings.length_buckets and frames is not None:
             target = bucket(frames, self.settings.length_buckets)
         graphed = self.settings.cuda_graphs and frames is not None and frames <= self.settings.length_buckets[-1]
-        rows = graph_batch(items) if graphed or self.pad_batches else items
+        compiled = self.settings.compile != "off"
+        rows = graph_batch(items) if graphed or self.pad_batches else max(items, 2) if compiled else items
         tensors = [self._to_device(name, feed[name], rows, target if rank >= 2 else None)
                    for name, rank in self.input_ranks.items()]
         with torch.inference_mode():
@@ -169,17 +172,22 @@ class TorchRunner:
         length bucket at each batch size a graphed call runs at (powers of two up to
         `max_batch`'s), with the module's own `example_inputs(batch, frames)`. Otherwise the
         first requests of each shape wait for torch.compile (about a minute cold) and the graph
-        captures, inside someone's measurement. Returns how many shapes ran (0: nothing to warm,
-        because neither compile nor graphs is on, the shapes are unbounded without buckets, or
-        the module cannot make example inputs)."""
+        captures, inside someone's measurement. Returns each shape's (batch, frames, seconds) in
+        the order run (the first holds the compile); [] when there is nothing to warm: neither
+        compile nor graphs is on, the shapes are unbounded without buckets, or the module cannot
+        make example inputs."""
         if not (self.settings.length_buckets and (self.settings.cuda_graphs or self.settings.compile != "off")
                 and hasattr(self.module, "example_inputs")):
-            return 0
-        sizes = [1 << i for i in range(graph_batch(max(1, max_batch)).bit_length())]
-        shapes = [(rows, frames) for frames in self.settings.length_buckets for rows in sizes]
-        for rows, frames in shapes:
-            self(self.module.example_inputs(rows, frames), outputs=())
-        return len(shapes)
+            return []
+        top = graph_batch(max(1, max_batch))
+        sizes = [1 << i for i in range(1, top.bit_length())]  # from 2: batch 1 runs padded to 2
+        timings = []
+        for frames in self.settings.length_buckets:
+            for rows in sizes:
+                started = time.monotonic()
+                self(self.module.example_inputs(rows, frames), outputs=())
+                timings.append((rows, frames, time.monotonic() - started))
+        return timings
 
     def _to_device(self, name, arrays, rows, frames):
         """One input's arrays as a `rows`-item batch on the device, time axis padded to `frames`."""
@@ -247,8 +255,18 @@ class TorchRunner:
 
 
 def graph_batch(items):
-    """The batch size a graphed call runs at: the next power of two."""
-    return 1 << max(items - 1, 0).bit_length()
+    """The batch size a graphed call runs at: the next power of two, at least 2 (a compiled
+    module's batch of one would be a second trace; see the module's docstring)."""
+    return 1 << max(items - 1, 1).bit_length()
+
+
+def warm_summary(timings):
+    """One line on a warm-up: how many shapes, what the first (with the compile) took, the rest."""
+    (rows, frames, first), rest = timings[0], [seconds for _, _, seconds in timings[1:]]
+    line = f"warmed {len(timings)} shapes: the first ({rows}x{frames}, with the compile) {first:.1f} s"
+    if rest:
+        line += f", the other {len(rest)} {sum(rest):.1f} s (slowest {max(rest):.1f} s)"
+    return line
 
 
 def load_definition(torch_module):
@@ -277,10 +295,10 @@ class TritonPythonModel(BatchingModel):
         # Triton reports the model ready after initialize: the compile and the captures belong to
         # its load time, not to the first requests' latency.
         started = time.monotonic()
-        shapes = self.runner.warm(self.max_batch_size)
-        if shapes:
-            print(f"{args['model_name']} instance {args['model_instance_name']}: warmed {shapes} shapes "
-                  f"in {time.monotonic() - started:.1f} s", flush=True)
+        timings = self.runner.warm(self.max_batch_size)
+        if timings:
+            print(f"{args['model_name']} instance {args['model_instance_name']}: {warm_summary(timings)}; "
+                  f"{time.monotonic() - started:.1f} s in all", flush=True)
 
     def infer(self, feed):
         return self.runner(feed, self.needed_outputs)

@@ -59,7 +59,7 @@ def test_length_buckets_give_the_unbucketed_results():
 
 
 def test_graphed_batch_sizes_are_powers_of_two():
-    assert [pm.graph_batch(n) for n in (1, 2, 3, 4, 5, 33, 64)] == [1, 2, 4, 4, 8, 64, 64]
+    assert [pm.graph_batch(n) for n in (1, 2, 3, 4, 5, 33, 64)] == [2, 2, 4, 4, 8, 64, 64]
 
 
 def test_a_batch_padded_to_a_graph_size_gives_the_unpadded_results():
@@ -80,12 +80,14 @@ def test_warm_runs_every_bucket_at_every_graphed_batch_size_before_any_request()
     seen, forward = [], runner.module  # the eager module stands in for the compiled one (Inductor: minutes here)
     runner.forward = lambda *tensors: seen.append(tuple(tensors[0].shape[:2])) or forward(*tensors)
     runner.pad_batches = True
-    assert runner.warm(max_batch=5) == 8  # batch sizes 1, 2, 4, 8 (5 runs as 8) at two buckets
-    assert sorted(seen) == sorted((rows, frames) for frames in (64, 128) for rows in (1, 2, 4, 8))
+    timings = runner.warm(max_batch=5)  # batch sizes 2, 4, 8 (1 runs as 2, 5 as 8) at two buckets
+    assert [(rows, frames) for rows, frames, _ in timings] == [(r, f) for f in (64, 128) for r in (2, 4, 8)]
+    assert seen == [(r, f) for f in (64, 128) for r in (2, 4, 8)]
+    assert pm.warm_summary(timings).startswith("warmed 6 shapes: the first (2x64, with the compile)")
     plain = pm.TorchRunner(*model.serving_module(TINY), "cpu", pm.Settings(length_buckets=(64, 128)))
-    assert plain.warm(max_batch=5) == 0  # eager, no graphs: nothing to compile or capture
+    assert plain.warm(max_batch=5) == []  # eager, no graphs: nothing to compile or capture
     unbucketed = pm.TorchRunner(*model.serving_module(TINY), "cpu", pm.Settings(compile="default"))
-    assert unbucketed.warm(max_batch=5) == 0  # no buckets: the shapes are unbounded
+    assert unbucketed.warm(max_batch=5) == []  # no buckets: the shapes are unbounded
 
 
 def test_per_request_arrays_give_the_stacked_batch_results():
