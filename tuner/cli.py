@@ -152,6 +152,8 @@ def export(
     form: str = typer.Option("measured", help="measured: the form the trial was measured in (the python-backend "
                                               "adapter on the bundled tritonserver); native: the stock Triton "
                                               "image's backend config; adapter: the python-backend form."),
+    html: bool = typer.Option(True, help="Write REPORT.html (its charts need plotly; --no-html where only the "
+                                         "server's tools are, as on a GPU machine)."),
 ) -> None:
     """Write the best configuration as a Triton model repository: OUT/<model>/config.pbtxt and its
     model files, with REPORT.md and REPORT.html (verified figures, the perf_analyzer command that
@@ -166,7 +168,7 @@ def export(
             raise TunerError("--max-p99-ms must be a positive number of milliseconds")
         exp = experiment.build({"model": "-", "storage": storage})
         study_obj = open_study(exp, study, create=False)
-        exported = export_study(study_obj, out, max_p99_ms, trial, form)
+        exported = export_study(study_obj, out, max_p99_ms, trial, form, html)
     except TunerError as exc:
         _fail(str(exc))
     claim = exported.claim
@@ -182,7 +184,7 @@ def export(
                   f"form {exported.form} ({measured})", highlight=False)
     for note in exported.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-    console.print(f"figures in {escape(str(exported.directory / 'REPORT.md'))} and REPORT.html; the claim in "
+    console.print(f"figures in {escape(str(exported.directory / 'REPORT.md'))}{' and REPORT.html' if html else ''}; the claim in "
                   f"tuner-claim.json; check it with: tuner verify {escape(str(exported.directory))}", highlight=False)
 
 

@@ -244,7 +244,7 @@ def _iv(figure: dict, spec: str = ".1f") -> str:
             f"+-{figure['half_width'] * 100:.1f} %")
 
 
-def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
+def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict, charts: bool = True) -> str:
     trial, model, form = choice.trial, claim["model"], claim["form"]
     figures = claim["figures"]
     knobs = "\n".join(f"| {k} | {trial[k]} |" for k in results.KNOBS)
@@ -328,7 +328,9 @@ def _report(choice: Choice, claim: dict, notes: list[str], attrs: dict) -> str:
               f"`{'/`, `'.join(claim.get('models') or [model])}/`, measures it again in rounds and compares:", "",
               "    tuner verify <this folder>                 # 5 rounds, tolerance 7 %",
               "    tuner verify <this folder> --url HOST:8000 --grpc-url HOST:8001   # a running server", "",
-              "The charts (Pareto front, verified finalists, latency percentiles, config diff) are in REPORT.html."]
+              "The charts (Pareto front, verified finalists, latency percentiles, config diff) are in REPORT.html."
+              if charts else "REPORT.html was left out (`--no-html`): `tuner export` where plotly is installed "
+                             "writes it, with the charts (Pareto front, verified finalists, latency percentiles)."]
     return "\n".join(lines) + "\n"
 
 
@@ -336,9 +338,12 @@ MARKER = ".tuner-export"  # in every folder tuner export writes: what it wrote, 
 TOP_FILES = ("REPORT.md", "perf_inputs.json", "trial.json", CLAIM, "REPORT.html")
 
 
-def _html(study: optuna.Study, choice: Choice, headline: str, notes: list[str]) -> str:
-    """REPORT.html's text. plotly is imported here, not with this module: `tuner verify` (which
-    reads this module's names) then runs where only the server's tools are, as on a GPU machine."""
+def _html(study: optuna.Study, choice: Choice, headline: str, notes: list[str], wanted: bool = True) -> str | None:
+    """REPORT.html's text (None when not `wanted`). plotly is imported here, not with this module:
+    `tuner verify` (which reads this module's names) then runs where only the server's tools are,
+    as on a GPU machine, and `tuner export --no-html` there too."""
+    if not wanted:
+        return None
     try:
         from tuner.report_html import report_html
     except ImportError as exc:
@@ -407,9 +412,9 @@ def _write_marker(folder: Path, files: list[str], **about) -> None:
 
 
 def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, trial_number: int | None = None,
-           form: str = "measured") -> Exported:
+           form: str = "measured", html: bool = True) -> Exported:
     """Write out_dir/<model>/config.pbtxt and out_dir/<model>/1/<model files>, the load inputs,
-    REPORT.md, REPORT.html and tuner-claim.json.
+    REPORT.md, REPORT.html (unless not `html`: it needs plotly) and tuner-claim.json.
 
     `measured` (the default) is the form the trial was measured in, read from its stored config;
     `native` is the config the stock tritonserver image runs (the runtime's own backend); `adapter`
@@ -424,7 +429,7 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
     choice = choose(study, max_p99_ms, trial_number)
     trial = choice.trial
     if study.trials[choice.number].user_attrs.get("candidate", {}).get("steps"):
-        return _export_pipeline(study, out_dir, choice, exp, form)
+        return _export_pipeline(study, out_dir, choice, exp, form, html)
     source = model_source.resolve(study.user_attrs["model"], exp.results_dir / "cache")
     check_out(out_dir, source.name, _source_paths(study, source))
     attrs = study.trials[choice.number].user_attrs
@@ -454,7 +459,7 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
     about = {"study": study.study_name, "trial": choice.number, "form": form}
     headline = (f"{source.name}: trial {choice.number} ({describe(trial.to_dict())}), form {form}"
                 + ("" if form == measured else " (not measured on this server)"))
-    html = _html(study, choice, headline, notes)  # before any file: it may say that plotly is missing
+    page = _html(study, choice, headline, notes, html)  # before any file: it may say that plotly is missing
 
     model_dir = out_dir / source.name
     if model_dir.exists():  # checked above: an earlier export's, holding only its own files
@@ -467,20 +472,30 @@ def export(study: optuna.Study, out_dir: Path, max_p99_ms: float | None = None, 
     if candidate.warmup:
         write_warmup_files(model_dir / "warmup", sample)
     _write_marker(model_dir, sorted(_files_under(model_dir)), model=source.name, **about)
-    top = ["REPORT.md", "trial.json", CLAIM, "REPORT.html"]
+    top = _write_reports(out_dir, choice, claim, notes, attrs, page)
     ws = Workspace.of(exp.results_dir, study.study_name)
     if ws.input_data.exists():
         shutil.copy2(ws.input_data, out_dir / INPUT_DATA)
         top.append(INPUT_DATA)
-    (out_dir / CLAIM).write_text(json.dumps(claim, indent=2) + "\n")
-    (out_dir / "REPORT.md").write_text(_report(choice, claim, notes, attrs))
-    (out_dir / "REPORT.html").write_text(html)
-    (out_dir / "trial.json").write_text(json.dumps(attrs, indent=2, default=str))
     _write_marker(out_dir, sorted(set(top) | set(_written_by_tuner(out_dir) or [])), **about)
     return Exported(out_dir, model_dir, trial, form, measured, claim, tuple(notes))
 
 
-def _export_pipeline(study: optuna.Study, out_dir: Path, choice: Choice, exp: Experiment, form: str) -> Exported:
+def _write_reports(out_dir: Path, choice: Choice, claim: dict, notes: list[str], attrs: dict,
+                   page: str | None) -> list[str]:
+    """The claim, REPORT.md, REPORT.html (when there is a `page`) and trial.json; their names."""
+    (out_dir / CLAIM).write_text(json.dumps(claim, indent=2) + "\n")
+    (out_dir / "REPORT.md").write_text(_report(choice, claim, notes, attrs, charts=page is not None))
+    (out_dir / "trial.json").write_text(json.dumps(attrs, indent=2, default=str))
+    written = ["REPORT.md", "trial.json", CLAIM]
+    if page is not None:
+        (out_dir / "REPORT.html").write_text(page)
+        written.append("REPORT.html")
+    return written
+
+
+def _export_pipeline(study: optuna.Study, out_dir: Path, choice: Choice, exp: Experiment, form: str,
+                     html: bool = True) -> Exported:
     """A pipeline's export: every model of the repository with the trial's settings (the form
     it was measured in, the only one a pipeline has), the measurement's inputs, the reports and
     the claim, which names every model so that `tuner verify` serves them all."""
@@ -506,7 +521,7 @@ def _export_pipeline(study: optuna.Study, out_dir: Path, choice: Choice, exp: Ex
     notes = [] if claim["figures"]["verified"] else [claim["figures"]["note"]]
     about = {"study": study.study_name, "trial": choice.number, "form": "pipeline"}
     headline = f"{top}: trial {choice.number} ({describe(choice.trial.to_dict())})"
-    html = _html(study, choice, headline, notes)  # before any file: it may say that plotly is missing
+    page = _html(study, choice, headline, notes, html)  # before any file: it may say that plotly is missing
     for package in models:
         model_dir = out_dir / package.name
         if model_dir.exists():  # checked above: an earlier export's, holding only its own files
@@ -518,10 +533,6 @@ def _export_pipeline(study: optuna.Study, out_dir: Path, choice: Choice, exp: Ex
             shutil.copy2(file, model_dir / relative)
         _write_marker(model_dir, sorted(_files_under(model_dir)), model=package.name, **about)
     shutil.copy2(source.input_data, out_dir / INPUT_DATA)
-    (out_dir / CLAIM).write_text(json.dumps(claim, indent=2) + "\n")
-    (out_dir / "REPORT.md").write_text(_report(choice, claim, notes, attrs))
-    (out_dir / "REPORT.html").write_text(html)
-    (out_dir / "trial.json").write_text(json.dumps(attrs, indent=2, default=str))
-    top_files = ["REPORT.md", "trial.json", CLAIM, "REPORT.html", INPUT_DATA]
+    top_files = _write_reports(out_dir, choice, claim, notes, attrs, page) + [INPUT_DATA]
     _write_marker(out_dir, sorted(set(top_files) | set(_written_by_tuner(out_dir) or [])), **about)
     return Exported(out_dir, out_dir / top, choice.trial, "pipeline", "pipeline", claim, tuple(notes))

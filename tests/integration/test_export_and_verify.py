@@ -6,6 +6,8 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import optuna
@@ -157,3 +159,16 @@ def test_a_native_export_says_it_was_not_measured_and_an_unverified_one_says_sin
     assert "not verified: single draw" in flat(result.output)
     assert "not verified: single draw" in (other / "REPORT.md").read_text()
     assert json.loads((other / "tuner-claim.json").read_text())["figures"]["verified"] is False
+
+
+def test_no_html_exports_where_plotly_is_missing(exported):
+    # A GPU machine carries only the server's tools: --no-html exports there, without the charts.
+    work, storage, _, _, _ = exported
+    out = work / "no-html"
+    code = "import sys; sys.modules['plotly'] = None\nfrom tuner.cli import app\napp()"
+    result = subprocess.run([sys.executable, "-c", code, "export", "--study", STUDY, "--storage", storage,
+                             "--out", str(out), "--no-html"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "tuner-claim.json").exists() and not (out / "REPORT.html").exists()
+    assert "REPORT.html was left out (`--no-html`)" in (out / "REPORT.md").read_text()
+    assert "REPORT.html" not in (out / ".tuner-export").read_text()  # the marker lists what was written
