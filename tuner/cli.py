@@ -184,8 +184,9 @@ def export(
                   f"form {exported.form} ({measured})", highlight=False)
     for note in exported.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-    console.print(f"figures in {escape(str(exported.directory / 'REPORT.md'))}{' and REPORT.html' if html else ''}; the claim in "
-                  f"tuner-claim.json; check it with: tuner verify {escape(str(exported.directory))}", highlight=False)
+    reports = escape(str(exported.directory / "REPORT.md")) + (" and REPORT.html" if html else "")
+    console.print(f"figures in {reports}; the claim in tuner-claim.json; check it with: "
+                  f"tuner verify {escape(str(exported.directory))}", highlight=False)
 
 
 @app.command()
