@@ -188,7 +188,8 @@ def _needs_verification(study: optuna.Study, exp: Experiment) -> bool:
     if not exp.verify.enabled:
         return False
     done = verification.stored(study)
-    return done is None or done.get("trials_seen") != finished_count(study)
+    return (done is None or done.get("trials_seen") != finished_count(study)
+            or verification.resumable(study) is not None)
 
 
 def _requeue_interrupted(study: optuna.Study, reporter: Reporter) -> None:

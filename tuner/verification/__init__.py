@@ -28,6 +28,16 @@ from tuner.verification.stats import figure_text
 from tuner.workspace import Sample, Workspace
 
 ATTR = "verification"  # the study's user attribute that holds the stage's result
+UNFINISHED = "unfinished"  # `stopped` of a stage stored after each round, until it ends
+
+
+def resumable(study: optuna.Study) -> dict | None:
+    """The stored verification, when it is one that never ended (its search was killed between
+    rounds) of the study's trials as they are now: its rounds are kept and more are measured."""
+    found = stored(study)
+    if found is None or found.get("stopped") != UNFINISHED or found.get("trials_seen") != finished_count(study):
+        return None
+    return found if found["rounds_measured"] else None
 
 
 def stored(study: optuna.Study) -> dict | None:
@@ -89,6 +99,9 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
     incumbent = (earlier["winner"] if earlier is not None and earlier.get("max_p99_ms") == exp.max_p99_ms
                  else None)
     chosen = finalists.choose(frame, exp.max_p99_ms, spec.leaders, incumbent)
+    resumed = resumable(study)
+    if resumed is not None:  # the same finalists as the rounds already measured
+        chosen = sorted(resumed["rounds_measured"][0], key=lambda n: n != resumed["winner"])
     if not chosen:
         return None
     baseline = frame[frame.baseline & frame.number.isin(chosen)]
@@ -97,17 +110,24 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
     prices = {n: study.trials[n].user_attrs.get("price_per_hour", exp.price_per_hour) for n in chosen}
     budget = spec.budget_s(exp.timeout_s)
     costs = {n: _round_cost(frame, n, exp) for n in chosen}
-    fitted = finalists.fit(chosen, costs, budget, spec.min_rounds, {chosen[0], incumbent, default})
+    fitted = chosen if resumed is not None else finalists.fit(chosen, costs, budget, spec.min_rounds,
+                                                              {chosen[0], incumbent, default})
     dropped = [n for n in chosen if n not in fitted]
     chosen = fitted
+    rounds: list[dict[int, dict]] = [] if resumed is None else resumed["rounds_measured"]
     note(f"verifying {len(chosen)} finalists (trials {', '.join(map(str, chosen))}) in interleaved rounds"
          + (f"; trials {', '.join(map(str, dropped))} left out: {spec.min_rounds} rounds of every finalist "
-            f"would not fit the stage's {budget:.0f} s" if dropped else ""))
-    order = random.Random(exp.seed)
+            f"would not fit the stage's {budget:.0f} s" if dropped else "")
+         + (f"; resumed: {len(rounds)} rounds were measured before the search stopped" if rounds else ""))
+    order = random.Random(None if exp.seed is None else exp.seed + len(rounds))
     started = time.monotonic()
-    rounds: list[dict[int, dict]] = []
+    earlier_s = resumed["seconds"] if resumed is not None else 0.0  # stored; the budget is this run's
+    done_before = len(rounds)
     stopped, decision = "max_rounds", None
-    for attempt in range(spec.max_rounds * 2):  # a failed round is repeated, a few times at most
+    if rounds:
+        decision = finalists.decide(rounds, exp.max_p99_ms, default, exp.seed or 0,
+                                    min_throughput=exp.min_throughput, prices=prices, objective=exp.objective)
+    for attempt in range(done_before, done_before + spec.max_rounds * 2):  # a failed round is repeated, a few times at most
         if len(rounds) >= spec.max_rounds:
             break
         round_started = time.monotonic()
@@ -125,6 +145,8 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
             decision = finalists.decide(rounds, exp.max_p99_ms, default, exp.seed or 0,
                                         min_throughput=exp.min_throughput, prices=prices, objective=exp.objective)
             note(_round_line(decision, len(rounds)))
+            # Stored after every round: a search killed now keeps the rounds, and resumes after them.
+            _store(study, exp, decision, UNFINISHED, earlier_s + time.monotonic() - started, rounds)
             winner = decision["winner"]
             half_width = None if winner is None else decision["finalists"][winner]["throughput"]["half_width"]
             if len(rounds) >= spec.min_rounds and half_width is not None and half_width <= spec.target_half_width:
@@ -136,12 +158,17 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
             break
     if decision is None:
         return None
-    result = decision | {"stopped": stopped, "seconds": round(time.monotonic() - started, 1),
+    _store(study, exp, decision, stopped, earlier_s + time.monotonic() - started, rounds)
+    return stored(study)
+
+
+def _store(study: optuna.Study, exp: Experiment, decision: dict, stopped: str, seconds: float,
+           rounds: list[dict[int, dict]]) -> None:
+    result = decision | {"stopped": stopped, "seconds": round(seconds, 1),
                          "max_p99_ms": exp.max_p99_ms, "trials_seen": finished_count(study),
                          "rounds_measured": [{str(n): v for n, v in r.items()} for r in rounds]}
     result["finalists"] = {str(n): v for n, v in decision["finalists"].items()}
     study.set_user_attr(ATTR, result)
-    return stored(study)
 
 
 def _round_cost(frame: pd.DataFrame, number: int, exp: Experiment) -> float:
