@@ -44,4 +44,4 @@ CUDA_VISIBLE_DEVICES=0 timeout "${VERIFY_S:-420}" $PY -m tuner verify "$W/export
 echo "verify: exit $? at $SECONDS s" >> "$W/b-walls.txt"
 kill $monitor 2>/dev/null
 cp "$W"/b-*.txt "$W"/b-*.log "$FINAL/" 2>/dev/null
-tar czf "$FINAL/results-b.tgz" -C "$W" --exclude='*.csv' --exclude='*.db' b-walls.txt export $(cd "$W" && ls b-* 2>/dev/null)
+tar czf "$FINAL/results-b.tgz" -C "$W" --exclude='*.csv' --exclude='*.db' --exclude='*.onnx' b-walls.txt export $(cd "$W" && ls b-* 2>/dev/null)
