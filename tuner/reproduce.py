@@ -25,7 +25,6 @@ from tuner.measure import perf_analyzer
 from tuner.measure.perf_analyzer import Measurement
 from tuner.server import ModelPackage
 from tuner.server.local import LocalServer
-from tuner.server.remote import RemoteServer
 from tuner.verification.stats import Interval, figure_text, interval
 
 
@@ -179,6 +178,7 @@ def reproduce(directory: Path, rounds: int = 5, tolerance: float = 0.07, url: st
             server = LocalServer(repository, work / "server.log")
             where = "a fresh local tritonserver"
         else:
+            from tuner.server.remote import RemoteServer  # tritonclient.http: only for a running server
             server = RemoteServer(url, grpc_url, study="tuner-verify")
             where = f"the tritonserver at {escape(url)}"
         load = load_text(claim) if claim.get("load") else f"concurrency {claim.get('concurrency')}"
