@@ -166,7 +166,7 @@ def _would_overrun(study: optuna.Study, deadline: float | None) -> str | None:
     if expected <= left:
         return None
     return (f"no further trial: trials have taken {expected:.0f} s (median) and {max(left, 0):.0f} s "
-            "of the sampling time are left; the rest is kept for verification")
+            "of the sampling time are left")
 
 
 def _verifies(study: optuna.Study, worker: workers.Worker, reporter: Reporter) -> bool:
