@@ -26,7 +26,7 @@ else
 fi
 echo "ready: $SECONDS s" >> "$W/b-walls.txt"
 storage=sqlite:///$DB
-finished=$($PY -c "import optuna; s = optuna.load_study(study_name='pipeline-1gpu', storage='$storage'); print(sum(t.state.is_finished() for t in s.trials))")
+finished=$($PY -c "import optuna; from tuner.study import finished_count; print(finished_count(optuna.load_study(study_name='pipeline-1gpu', storage='$storage')))")
 unfinished=$($PY -c "from tuner.verification import stored; import optuna; v = stored(optuna.load_study(study_name='pipeline-1gpu', storage='$storage')); print(v is None or v['stopped'] == 'unfinished')")
 if [ "$unfinished" = True ]; then  # resume the stage only: no further trial (--trials: those finished)
   CUDA_VISIBLE_DEVICES=0 timeout 300 $PY -m tuner search --experiment "$EXPERIMENT" --storage "$storage" \
