@@ -189,7 +189,7 @@ def _needs_verification(study: optuna.Study, exp: Experiment) -> bool:
         return False
     done = verification.stored(study)
     return (done is None or done.get("trials_seen") != finished_count(study)
-            or verification.resumable(study) is not None)
+            or done.get("stopped") == verification.UNFINISHED)
 
 
 def _requeue_interrupted(study: optuna.Study, reporter: Reporter) -> None:

@@ -127,8 +127,8 @@ def finished_count(study: optuna.Study) -> int:
 def expected_trial_s(study: optuna.Study) -> float | None:
     """What the next trial is expected to take, start to finish: the median wall time of the
     study's counted trials. None before any has finished."""
-    walls = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
-             if counted(t) and t.datetime_start is not None and t.datetime_complete is not None]
+    walls = [t.duration.total_seconds() for t in study.get_trials(deepcopy=False)
+             if counted(t) and t.duration is not None]
     return statistics.median(walls) if walls else None
 
 

@@ -123,11 +123,13 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
     started = time.monotonic()
     earlier_s = resumed["seconds"] if resumed is not None else 0.0  # stored; the budget is this run's
     done_before = len(rounds)
-    stopped, decision = "max_rounds", None
-    if rounds:
-        decision = finalists.decide(rounds, exp.max_p99_ms, default, exp.seed or 0,
-                                    min_throughput=exp.min_throughput, prices=prices, objective=exp.objective)
-    for attempt in range(done_before, done_before + spec.max_rounds * 2):  # a failed round is repeated, a few times at most
+
+    def decide() -> dict:
+        return finalists.decide(rounds, exp.max_p99_ms, default, exp.seed or 0,
+                                min_throughput=exp.min_throughput, prices=prices, objective=exp.objective)
+
+    stopped, decision = "max_rounds", decide() if rounds else None
+    for attempt in range(done_before, done_before + spec.max_rounds * 2):  # a failed round is repeated, a few times
         if len(rounds) >= spec.max_rounds:
             break
         round_started = time.monotonic()
@@ -142,8 +144,7 @@ def run(study: optuna.Study, exp: Experiment, measure: Callable[[int, int], dict
                 break
         else:
             rounds.append({n: measured[n] for n in chosen})
-            decision = finalists.decide(rounds, exp.max_p99_ms, default, exp.seed or 0,
-                                        min_throughput=exp.min_throughput, prices=prices, objective=exp.objective)
+            decision = decide()
             note(_round_line(decision, len(rounds)))
             # Stored after every round: a search killed now keeps the rounds, and resumes after them.
             _store(study, exp, decision, UNFINISHED, earlier_s + time.monotonic() - started, rounds)
